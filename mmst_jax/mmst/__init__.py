@@ -1,0 +1,1 @@
+"""The MMST loop: rounds, stages, run directory, ablations, reports."""

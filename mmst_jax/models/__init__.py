@@ -1,0 +1,1 @@
+"""Model definitions: BLOOM in Flax linen and its HF checkpoint import/export."""

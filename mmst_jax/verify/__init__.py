@@ -1,0 +1,1 @@
+"""The host-side verifier: answer comparison and sandboxed code execution (no JAX here)."""

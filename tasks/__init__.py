@@ -1,0 +1,1 @@
+"""SeqIO tasks and mixtures of mmst_jax; `import tasks` registers them."""
