@@ -1,0 +1,115 @@
+"""The `mmst` command: `mmst SUBCOMMAND [--gin_file=F ...] [--gin.NAME=VALUE ...] [flags]`.
+
+Gin is parsed here, at the edge, and nowhere else. Each subcommand lives in its own module as a
+`main(argv) -> int` that receives the arguments left over once the gin flags are taken out; the
+modules are imported only when their subcommand runs, so `mmst verify` never imports JAX.
+
+Gin files are looked up as given, then relative to the project's `gin_configs/` directory, so
+`--gin_file=smoke.gin` and `--gin_file=gin_configs/smoke.gin` both work from the project root.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+import sys
+from typing import Sequence
+
+GIN_CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"
+
+# subcommand -> (module, one-line help). Each module defines `main(argv: Sequence[str]) -> int`.
+SUBCOMMANDS = {
+    "sample": ("mmst_jax.sample_command", "sample completions for prompts and write sample records"),
+    "convert": ("mmst_jax.convert_command", "convert BLOOM checkpoints between HF safetensors and orbax"),
+}
+
+
+class UsageError(Exception):
+    """A command line that cannot be run; the message says what to change."""
+
+
+def split_gin_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """Separates `--gin_file=F` and `--gin.NAME=VALUE` from the other arguments.
+
+    Returns (gin_files, gin_bindings, rest). Both `--flag=value` and `--flag value` are accepted.
+    """
+    gin_files, bindings, rest = [], [], []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--gin_file" or arg.startswith("--gin_file="):
+            if arg == "--gin_file":
+                if i + 1 >= len(args):
+                    raise UsageError("--gin_file needs a value: --gin_file=path/to/config.gin")
+                i += 1
+                gin_files.append(args[i])
+            else:
+                gin_files.append(arg.split("=", 1)[1])
+        elif arg.startswith("--gin."):
+            body = arg[len("--gin."):]
+            if "=" in body:
+                name, value = body.split("=", 1)
+            elif i + 1 < len(args):
+                name, value = body, args[i + 1]
+                i += 1
+            else:
+                raise UsageError(f"{arg} needs a value: --gin.NAME=VALUE")
+            if not name:
+                raise UsageError(f"{arg}: the binding has no name; write --gin.NAME=VALUE")
+            bindings.append(f"{name} = {value}")
+        else:
+            rest.append(arg)
+        i += 1
+    return gin_files, bindings, rest
+
+
+def resolve_gin_file(name: str) -> str:
+    """Finds a gin file as given or under gin_configs/; raises UsageError naming where it looked."""
+    candidates = [pathlib.Path(name), GIN_CONFIG_DIR / name]
+    if name.startswith("gin_configs/"):
+        candidates.append(GIN_CONFIG_DIR / name[len("gin_configs/"):])
+    for path in candidates:
+        if path.is_file():
+            return str(path)
+    looked = ", ".join(str(p) for p in candidates)
+    raise UsageError(f"gin file {name!r} not found (looked at {looked}); "
+                     f"pass an existing file, e.g. --gin_file=gin_configs/smoke.gin")
+
+
+def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
+    """Parses gin files and bindings; gin's own error is re-raised with the offending flag named."""
+    import gin
+
+    gin.add_config_file_search_path(str(GIN_CONFIG_DIR))
+    paths = [resolve_gin_file(f) for f in gin_files]
+    try:
+        gin.parse_config_files_and_bindings(paths, bindings, finalize_config=False)
+    except (ValueError, SyntaxError, KeyError, ImportError) as e:
+        raise UsageError(f"bad gin configuration ({', '.join(gin_files + list(bindings)) or 'no flags'}): {e}") from e
+
+
+def usage() -> str:
+    lines = ["usage: mmst SUBCOMMAND [--gin_file=FILE ...] [--gin.NAME=VALUE ...] [flags]", "", "subcommands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"mmst: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module_name, _ = SUBCOMMANDS[name]
+    try:
+        gin_files, bindings, rest = split_gin_flags(rest)
+        module = importlib.import_module(module_name)
+        parse_gin(gin_files, bindings)
+    except UsageError as e:
+        print(f"mmst {name}: {e}", file=sys.stderr)
+        return 2
+    return int(module.main(rest) or 0)
