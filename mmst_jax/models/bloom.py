@@ -1,0 +1,401 @@
+"""BLOOM (BigScience, 2022) in Flax linen, as published: numerically the model of `transformers`.
+
+    h_0 = LayerNorm(E[x])                                       word embeddings + embedding LayerNorm
+    for each layer l (scanned):
+      a   = LN_in(h)
+      h'  = Attn(a) + r,        r = a if post-LN residual else h
+      m   = LN_post(h')
+      h   = W_out gelu_tanh(W_in m) + r', r' = m if post-LN residual else h'
+    logits = LN_f(h) E^T                                        LM head tied to the embeddings
+
+    Attn: softmax(q k^T / sqrt(d) + m_h * pos(k) + mask) v, with ALiBi slopes m_h (any head count).
+
+Every parameter and activation carries logical axis names (`batch`, `length`, `embed`, `heads`, `kv`,
+`mlp`, `vocab`, `layers`), mapped to mesh axes by the partitioning rules. Layers are one scanned
+block (`nn.scan`) under a remat policy, so compile time does not grow with depth.
+
+Masks: `attention_mask` [batch, length] marks real tokens (left or right padding, as in HF);
+`segment_ids` [batch, length] marks packed examples (0 = padding), which never see each other and
+whose ALiBi positions restart at 0. With `decode=True` the layers read and write a KV cache
+(collection `cache`) and `attention_mask` covers the whole cache length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+REMAT_POLICIES = {
+    "none": None,  # no rematerialisation: keep every activation
+    "full": "full",  # save nothing inside a layer: recompute the whole block in the backward pass
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot describe a BLOOM; the message says what to fix."""
+
+
+# Published BigScience hyperparameters: (hidden_size, n_layer, n_head).
+_PRESETS = {
+    "tiny": dict(vocab_size=1024, hidden_size=64, n_layer=2, n_head=4),
+    "bloom-560m": dict(hidden_size=1024, n_layer=24, n_head=16),
+    "bloom-1b1": dict(hidden_size=1536, n_layer=24, n_head=16),
+    "bloom-1b7": dict(hidden_size=2048, n_layer=24, n_head=16),
+    "bloom-3b": dict(hidden_size=2560, n_layer=30, n_head=32),
+    "bloom-7b1": dict(hidden_size=4096, n_layer=30, n_head=32),
+    "bloom-176b": dict(hidden_size=14336, n_layer=70, n_head=112),
+}
+
+# HF config.json spellings -> our field names (published BLOOM configs use both).
+_HF_KEY_ALIASES = {
+    "n_embed": "hidden_size", "hidden_size": "hidden_size",
+    "n_layer": "n_layer", "num_hidden_layers": "n_layer",
+    "n_head": "n_head", "num_attention_heads": "n_head",
+    "vocab_size": "vocab_size", "layer_norm_epsilon": "layer_norm_epsilon",
+    "initializer_range": "initializer_range",
+    "apply_residual_connection_post_layernorm": "apply_residual_connection_post_layernorm",
+    "unk_token_id": "unk_token_id", "bos_token_id": "bos_token_id",
+    "eos_token_id": "eos_token_id", "pad_token_id": "pad_token_id",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BloomConfig:
+    """Architecture (the first group) and run-time policy (dtype, remat) of a BLOOM."""
+
+    vocab_size: int = 250880
+    hidden_size: int = 64
+    n_layer: int = 2
+    n_head: int = 8
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    apply_residual_connection_post_layernorm: bool = False
+    unk_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    pad_token_id: int | None = 3
+    # Run-time policy, not part of the published architecture.
+    dtype: str = "float32"  # compute dtype of matmuls and activations
+    param_dtype: str = "float32"  # storage dtype of the parameters
+    remat_policy: str = "none"  # one of REMAT_POLICIES
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "n_layer", "n_head"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"BloomConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.n_head:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by n_head {self.n_head}: "
+                              "every head must have the same width")
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ConfigError(f"BloomConfig.{name}={getattr(self, name)!r}; choose one of {sorted(DTYPES)}")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ConfigError(f"remat_policy={self.remat_policy!r}; choose one of {sorted(REMAT_POLICIES)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.n_head
+
+    @property
+    def compute_dtype(self):
+        return DTYPES[self.dtype]
+
+    @property
+    def params_dtype(self):
+        return DTYPES[self.param_dtype]
+
+    def num_params(self) -> int:
+        e, v, l = self.hidden_size, self.vocab_size, self.n_layer
+        per_layer = 4 * e + (3 * e * e + 3 * e) + (e * e + e) + (4 * e * e + 4 * e) + (4 * e * e + e)
+        return v * e + 2 * e + l * per_layer + 2 * e
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "BloomConfig":
+        """A published BLOOM (`bloom-560m` … `bloom-176b`) or `tiny`; keyword overrides win."""
+        if name not in _PRESETS:
+            raise ConfigError(f"unknown BLOOM preset {name!r}; choose one of {sorted(_PRESETS)}")
+        return cls(**{**_PRESETS[name], **overrides})
+
+    @classmethod
+    def from_hf(cls, path_or_dict: str | os.PathLike | Mapping[str, Any], **overrides) -> "BloomConfig":
+        """Reads an HF BLOOM `config.json` (a path, a directory holding one, or its dict).
+
+        Both spellings of the published keys are accepted (`n_embed`/`hidden_size`,
+        `num_attention_heads`/`n_head`, `num_hidden_layers`/`n_layer`). Special ids come from the file.
+        """
+        source = "the given dict"
+        if isinstance(path_or_dict, Mapping):
+            raw = dict(path_or_dict)
+        else:
+            path = os.fspath(path_or_dict)
+            if os.path.isdir(path):
+                path = os.path.join(path, "config.json")
+            source = path
+            if not os.path.exists(path):
+                raise ConfigError(f"{path} does not exist: an HF BLOOM directory must hold config.json")
+            try:
+                with open(path) as f:
+                    raw = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path} is not valid JSON ({e}); restore the model's config.json") from e
+        model_type = raw.get("model_type")
+        if model_type != "bloom":
+            raise ConfigError(f"{source} describes model_type={model_type!r}, not 'bloom': "
+                              "point at a BLOOM checkpoint's config.json")
+        fields = {}
+        for key, value in raw.items():
+            name = _HF_KEY_ALIASES.get(key)
+            if name is None:
+                continue
+            if isinstance(value, list):  # e.g. eos_token_id may be a list in newer configs
+                value = value[0] if value else None
+            if name in fields and fields[name] != value:
+                raise ConfigError(f"{source} gives {name} twice with different values "
+                                  f"({fields[name]} and {value} under {key!r}); keep one")
+            fields[name] = value
+        missing = [k for k in ("hidden_size", "n_layer", "n_head", "vocab_size") if k not in fields]
+        if missing:
+            raise ConfigError(f"{source} lacks {missing}: not a complete BLOOM config.json")
+        return cls(**{**fields, **overrides})
+
+    def to_hf(self) -> dict[str, Any]:
+        """The config.json dict that `transformers.BloomConfig` reads."""
+        return {
+            "architectures": ["BloomForCausalLM"], "model_type": "bloom",
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "n_layer": self.n_layer, "n_head": self.n_head,
+            "layer_norm_epsilon": self.layer_norm_epsilon, "initializer_range": self.initializer_range,
+            "apply_residual_connection_post_layernorm": self.apply_residual_connection_post_layernorm,
+            "unk_token_id": self.unk_token_id, "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id, "pad_token_id": self.pad_token_id,
+            "hidden_dropout": 0.0, "attention_dropout": 0.0, "pretraining_tp": 1,
+            "slow_but_exact": False, "tie_word_embeddings": True, "use_cache": True,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# ALiBi and masks
+# --------------------------------------------------------------------------------------------
+def alibi_slopes(n_head: int) -> np.ndarray:
+    """BLOOM's ALiBi slopes for any head count: the geometric sequence of the largest power of two
+    below n_head, then every other slope of the sequence for twice that many heads."""
+    def geometric(n):
+        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
+        return [start ** (i + 1) for i in range(n)]
+
+    closest = 2 ** math.floor(math.log2(n_head))
+    slopes = geometric(closest)
+    if closest != n_head:
+        slopes += geometric(2 * closest)[0::2][: n_head - closest]
+    return np.asarray(slopes, dtype=np.float32)
+
+
+def token_positions(valid: Array, segment_ids: Array | None = None) -> Array:
+    """ALiBi positions [batch, length]: count of real tokens before each one in its own sequence
+    (HF's `(cumsum(mask) - 1) * mask`), restarting at 0 at every packed segment."""
+    valid = valid.astype(jnp.int32)
+    positions = (jnp.cumsum(valid, axis=-1) - 1) * valid
+    if segment_ids is None:
+        return positions
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=-1)
+    index = jnp.arange(segment_ids.shape[-1])[None, :]
+    segment_start = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+    return (index - segment_start) * valid
+
+
+def attention_bias(config: BloomConfig, key_valid: Array, key_positions: Array, query_index: Array,
+                   key_segments: Array | None = None, query_segments: Array | None = None) -> Array:
+    """Additive bias [batch, heads, q, k] in fp32: ALiBi plus -inf-like entries for masked keys.
+
+    query_index [q] / key index are cache slots (or sequence indices): a query sees keys at or
+    before its own slot that are real tokens (and, when packed, of its own segment).
+    """
+    key_index = jnp.arange(key_valid.shape[-1])
+    visible = (key_index[None, :] <= query_index[:, None])[None]  # [1, q, k]
+    visible = visible & key_valid[:, None, :].astype(bool)
+    if key_segments is not None:
+        visible = visible & (query_segments[:, :, None] == key_segments[:, None, :])
+    slopes = jnp.asarray(alibi_slopes(config.n_head))
+    alibi = slopes[None, :, None, None] * key_positions[:, None, None, :].astype(jnp.float32)
+    big_neg = jnp.finfo(jnp.float32).min
+    return jnp.where(visible[:, None], alibi, big_neg)  # [batch, heads, q, k]
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------
+def _dense_init(config: BloomConfig, names: tuple):
+    return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), names)
+
+
+def _layer_norm(config: BloomConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(
+        epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype, param_dtype=config.params_dtype,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
+
+
+class BloomAttention(nn.Module):
+    """Multi-head attention with ALiBi and BLOOM's fused query_key_value ([heads, 3, head_dim])."""
+
+    config: BloomConfig
+
+    @nn.compact
+    def __call__(self, x: Array, bias: Array, cache_start: Array, decode: bool) -> Array:
+        cfg = self.config
+        qkv = nn.DenseGeneral(
+            features=(cfg.n_head, 3, cfg.head_dim), dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+            kernel_init=_dense_init(cfg, ("embed", "heads", None, "kv")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", None, "kv")),
+            name="query_key_value")(x)  # [batch, length, heads, 3, head_dim]
+        q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+        q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
+        k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
+        v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
+        if decode:
+            k, v = self._update_cache(k, v, cache_start)  # [batch, cache_length, heads, head_dim]
+
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        scores = scores / math.sqrt(cfg.head_dim) + bias  # [batch, heads, q, k], fp32
+        probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
+        probs = nn.with_logical_constraint(probs, ("batch", "heads", "length", None))
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, q, heads, head_dim]
+        context = nn.with_logical_constraint(context, ("batch", "length", "heads", "kv"))
+        out = nn.DenseGeneral(
+            features=cfg.hidden_size, axis=(-2, -1), dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+            kernel_init=_dense_init(cfg, ("heads", "kv", "embed")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name="dense")(context)
+        return nn.with_logical_constraint(out, ("batch", "length", "embed"))
+
+    def _update_cache(self, k: Array, v: Array, start: Array) -> tuple[Array, Array]:
+        """Writes this call's keys/values at cache slot `start` and returns the whole cache."""
+        if not self.has_variable("cache", "cached_key"):
+            raise ValueError("decode=True needs a KV cache: pass variables from init_cache(...) "
+                             "and mutable=['cache']")
+        cached_key = self.variable("cache", "cached_key", lambda: None)
+        cached_value = self.variable("cache", "cached_value", lambda: None)
+        cached_key.value = jax.lax.dynamic_update_slice_in_dim(cached_key.value, k.astype(cached_key.value.dtype), start, axis=1)
+        cached_value.value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, v.astype(cached_value.value.dtype), start, axis=1)
+        names = ("batch", "length", "heads", "kv")
+        return (nn.with_logical_constraint(cached_key.value, names),
+                nn.with_logical_constraint(cached_value.value, names))
+
+
+class BloomMLP(nn.Module):
+    config: BloomConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        h = nn.Dense(4 * cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+                     kernel_init=_dense_init(cfg, ("embed", "mlp")),
+                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+                     name="dense_h_to_4h")(x)
+        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        h = jax.nn.gelu(h, approximate=True)  # BLOOM's tanh approximation
+        out = nn.Dense(cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+                       kernel_init=_dense_init(cfg, ("mlp", "embed")),
+                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                       name="dense_4h_to_h")(h)
+        return nn.with_logical_constraint(out, ("batch", "length", "embed"))
+
+
+class BloomBlock(nn.Module):
+    """One pre-LayerNorm decoder layer; the call signature is nn.scan's (carry, broadcast inputs)."""
+
+    config: BloomConfig
+    decode: bool = False
+
+    @nn.compact
+    def __call__(self, h: Array, bias: Array, cache_start: Array) -> tuple[Array, None]:
+        cfg = self.config
+        a = _layer_norm(cfg, "input_layernorm")(h)
+        residual = a if cfg.apply_residual_connection_post_layernorm else h
+        h = BloomAttention(cfg, name="self_attention")(a, bias, cache_start, self.decode) + residual
+        m = _layer_norm(cfg, "post_attention_layernorm")(h)
+        residual = m if cfg.apply_residual_connection_post_layernorm else h
+        h = BloomMLP(cfg, name="mlp")(m) + residual
+        return nn.with_logical_constraint(h, ("batch", "length", "embed")), None
+
+
+class BloomForCausalLM(nn.Module):
+    """BLOOM with its tied LM head. `__call__` returns logits [batch, length, vocab]."""
+
+    config: BloomConfig
+
+    @nn.compact
+    def __call__(self, input_ids: Array, attention_mask: Array | None = None, *,
+                 segment_ids: Array | None = None, decode: bool = False) -> Array:
+        cfg = self.config
+        batch, length = input_ids.shape
+        embed = nn.Embed(
+            cfg.vocab_size, cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+            embedding_init=_dense_init(cfg, ("vocab", "embed")), name="word_embeddings")
+        h = embed(input_ids)  # [batch, length, embed]
+        h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
+        h = _layer_norm(cfg, "word_embeddings_layernorm")(h)
+
+        if decode:
+            if attention_mask is None or segment_ids is not None:
+                raise ValueError("decode=True takes attention_mask over the whole cache length "
+                                 "and no segment_ids")
+            index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+            cache_start = index.value
+            query_index = cache_start + jnp.arange(length)
+            index.value = cache_start + length
+            bias = attention_bias(cfg, attention_mask, token_positions(attention_mask), query_index)
+        else:
+            cache_start = jnp.zeros((), jnp.int32)
+            if segment_ids is not None:
+                valid = segment_ids != 0
+            elif attention_mask is not None:
+                valid = attention_mask
+            else:
+                valid = jnp.ones((batch, length), jnp.int32)
+            bias = attention_bias(cfg, valid, token_positions(valid, segment_ids), jnp.arange(length),
+                                  segment_ids, segment_ids)
+
+        block = BloomBlock
+        policy = REMAT_POLICIES[cfg.remat_policy]
+        if policy is not None:
+            block = nn.remat(block, prevent_cse=False,
+                             policy=None if policy == "full" else policy)
+        layers = nn.scan(
+            block, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True},
+            in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layer, metadata_params={nn.PARTITION_NAME: "layers"})
+        h, _ = layers(cfg, decode=decode, name="h")(h, bias, cache_start)
+
+        h = _layer_norm(cfg, "ln_f")(h)
+        logits = embed.attend(h)  # tied LM head: [batch, length, vocab]
+        return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+
+def init_params(config: BloomConfig, rng: Array, batch: int = 1, length: int = 8):
+    """Random parameters (with their logical-axis metadata boxes removed)."""
+    model = BloomForCausalLM(config)
+    variables = model.init(rng, jnp.ones((batch, length), jnp.int32))
+    return nn.unbox(variables["params"])
+
+
+def init_cache(config: BloomConfig, batch: int, cache_length: int, dtype=None):
+    """A zero KV cache for `decode=True`: per layer [batch, cache_length, heads, head_dim]."""
+    dtype = dtype or config.compute_dtype
+    shape = (config.n_layer, batch, cache_length, config.n_head, config.head_dim)
+    layer_cache = {"cached_key": jnp.zeros(shape, dtype), "cached_value": jnp.zeros(shape, dtype)}
+    return {"h": {"self_attention": layer_cache}, "index": jnp.zeros((), jnp.int32)}
