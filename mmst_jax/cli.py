@@ -11,6 +11,7 @@ Gin files are looked up as given, then relative to the project's `gin_configs/` 
 from __future__ import annotations
 
 import importlib
+import os
 import pathlib
 import sys
 from typing import Sequence
@@ -96,6 +97,7 @@ def usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow (SeqIO's input pipeline) is noisy
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -112,4 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"mmst {name}: {e}", file=sys.stderr)
         return 2
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        # Every user-facing error of the library is a ValueError subclass (ConfigError,
+        # CheckpointError, VocabularyError, …) or a missing file; its message says what to do.
+        if os.environ.get("MMST_DEBUG"):
+            raise
+        print(f"mmst {name}: error: {e}\n(set MMST_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
