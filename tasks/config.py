@@ -1,0 +1,76 @@
+"""Where the tasks find their inputs: the data directory, the tokenizer and the feature lengths.
+
+These are the only gin configurables of the data side (gin stays at the edge): library functions
+take plain arguments, and the registered tasks ask these functions at the moment they load data.
+
+- data directory: `tasks.data_dir.path` in gin, else the environment variable `MMST_DATA_DIR`.
+- tokenizer: `tasks.tokenizer.path` in gin (an HF tokenizer.json or a directory holding one), else
+  the environment variable `MMST_TOKENIZER`.
+- feature lengths: `tasks.feature_lengths.lengths` maps a task kind (`few_shot`, `translation`,
+  `training`, `synthetic`) to `{"inputs": N, "targets": M}`.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Mapping
+
+import gin
+
+DATA_DIR_ENV = "MMST_DATA_DIR"
+TOKENIZER_ENV = "MMST_TOKENIZER"
+
+# Token budgets per task kind. Few-shot prompts (8 exemplars of GSM8K, say) are the longest inputs;
+# the synthetic world is sized for a tiny model. Prompts are fitted to these budgets by dropping
+# leading exemplars (see tasks.prompts.fit_prompt); nothing is ever cut mid-text.
+DEFAULT_FEATURE_LENGTHS: dict[str, dict[str, int]] = {
+    "few_shot": {"inputs": 2048, "targets": 512},
+    "translation": {"inputs": 2048, "targets": 512},
+    "training": {"inputs": 2048, "targets": 512},
+    "synthetic": {"inputs": 160, "targets": 96},
+}
+
+
+class ConfigError(ValueError):
+    """A data directory, tokenizer or length that is missing or unusable; the message says the fix."""
+
+
+@gin.configurable("data_dir", module="tasks")
+def data_dir(path: str | None = None) -> pathlib.Path:
+    """The directory of the public datasets (one folder per dataset, as published)."""
+    source = "gin tasks.data_dir.path"
+    if path is None:
+        path, source = os.environ.get(DATA_DIR_ENV), f"${DATA_DIR_ENV}"
+    if not path:
+        raise ConfigError(
+            f"no data directory: bind tasks.data_dir.path in gin (--gin.tasks.data_dir.path=\"DIR\") "
+            f"or set the environment variable {DATA_DIR_ENV}")
+    resolved = pathlib.Path(path).expanduser()
+    if not resolved.is_dir():
+        raise ConfigError(f"data directory {resolved} (from {source}) does not exist or is not a directory")
+    return resolved
+
+
+@gin.configurable("tokenizer", module="tasks")
+def tokenizer_path(path: str | None = None) -> str:
+    """The tokenizer the tasks encode with: an HF tokenizer.json or a directory holding one."""
+    if path is None:
+        path = os.environ.get(TOKENIZER_ENV)
+    if not path:
+        raise ConfigError(
+            f"no tokenizer: bind tasks.tokenizer.path in gin (--gin.tasks.tokenizer.path=\"DIR\") "
+            f"or set the environment variable {TOKENIZER_ENV}")
+    return str(path)
+
+
+@gin.configurable("feature_lengths", module="tasks")
+def feature_lengths(kind: str, lengths: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, int]:
+    """The {"inputs", "targets"} token budget of a task kind."""
+    table = {**DEFAULT_FEATURE_LENGTHS, **(lengths or {})}
+    if kind not in table:
+        raise ConfigError(f"no feature lengths for task kind {kind!r}; known kinds: {sorted(table)}")
+    out = dict(table[kind])
+    if set(out) != {"inputs", "targets"} or any(int(v) <= 0 for v in out.values()):
+        raise ConfigError(f"feature lengths for {kind!r} must be positive 'inputs' and 'targets', got {out}")
+    return out
