@@ -1,0 +1,268 @@
+"""The one answer comparator: extraction, normalisation and comparison of final answers.
+
+Every stage that asks "is this the right answer?" — text samples, code results, translations,
+majority votes, evaluation — goes through these functions, so they all agree.
+
+Answer kinds:
+  - ``number``: math word problems (GSM8K, SVAMP, MAWPS, ASDiv).
+  - ``choice``: multiple choice, answers are letters ``A``-``E`` (CommonsenseQA, AQuA).
+  - ``yesno``: ``yes`` / ``no`` (StrategyQA).
+
+Public API:
+  - ``extract_answer(text, kind="number") -> str | None``: the normalised final answer of a text
+    completion, or None. Looks, in order, for the fixed answer sentence (``The answer is X.``,
+    first occurrence), a ``#### X`` line, ``\\boxed{X}`` (last), and for numbers the last number.
+  - ``normalize_answer(value, kind="number") -> str | None``: the canonical string of a raw answer
+    (a string, int or float): thousands separators, currency, percent signs and unit words removed,
+    fractions and mixed numbers evaluated, signs kept; integral numbers print without ``.0``.
+  - ``answers_match(pred, gold, kind="number") -> bool``: numbers match when
+    ``|pred - gold| <= NUMBER_ABS_TOL + NUMBER_REL_TOL * |gold|`` (1e-4 + 1e-9 |gold|); other kinds
+    match when their normalised strings are equal.
+  - ``gold_answer(gold, kind)``: the normalised gold of a record's ``gold`` field as the dataset
+    gives it (a GSM8K worked answer ending ``#### N``, a number, a letter, ``Yes``/``No``, a
+    BIG-bench ``target_scores`` dict, a bool).
+  - ``answer_kind(dataset, gold=None)``: the kind for a dataset name (inferred from the gold when
+    the dataset is unknown).
+
+bool, NaN and infinity are never numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+from typing import Any
+
+NUMBER_ABS_TOL = 1e-4
+NUMBER_REL_TOL = 1e-9
+KINDS = ("number", "choice", "yesno")
+CHOICE_LETTERS = "ABCDE"
+
+DATASET_KINDS = {
+    "gsm8k": "number", "svamp": "number", "mawps": "number", "addsub": "number",
+    "multiarith": "number", "singleeq": "number", "singleop": "number", "asdiv": "number",
+    "arith": "number", "strategyqa": "yesno", "commonsenseqa": "choice", "aqua": "choice",
+}
+
+ANSWER_SENTENCE = "The answer is"
+_SENTENCE_RE = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\s*[:=]?\s*(.*)", re.IGNORECASE)
+_HASHES_RE = re.compile(r"####\s*(.*)")
+_BOXED_RE = re.compile(r"\\boxed\s*\{")
+
+_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
+    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20,
+    "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+    "hundred": 100, "thousand": 1000, "million": 1000000, "half": 0.5,
+}
+_DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
+# A signed number: optional sign and currency, digits (with thousands separators and decimals),
+# optionally a fraction (3/4) or a mixed number (1 1/2).
+_NUMBER_RE = re.compile(
+    r"(?<![\w.])(?P<sign>[-+\u2212]?)\s*(?:[$\u20ac\u00a3\u00a5]\s*)?"
+    r"(?P<whole>" + _DIGITS + r")"
+    r"(?:\s+(?P<mnum>\d+)\s*/\s*(?P<mden>\d+)|\s*/\s*(?P<den>\d+(?:\.\d+)?))?"
+    r"(?![\d])"
+)
+_WORD_RE = re.compile(r"\b(" + "|".join(sorted(_WORDS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+_FRAC_RE = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+_YES = {"yes", "true", "correct", "y"}
+_NO = {"no", "false", "incorrect", "n"}
+
+
+def answer_kind(dataset: str | None, gold: Any = None) -> str:
+    """The answer kind of a dataset; unknown datasets are inferred from the gold."""
+    if dataset:
+        key = str(dataset).lower().split("/")[0]
+        for name, kind in DATASET_KINDS.items():
+            if key == name or key.startswith(name):
+                return kind
+    if isinstance(gold, dict) or isinstance(gold, bool):
+        return "yesno"
+    if isinstance(gold, str):
+        g = gold.strip()
+        if g.lower() in _YES | _NO:
+            return "yesno"
+        if len(g) == 1 and g.upper() in CHOICE_LETTERS:
+            return "choice"
+    return "number"
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown answer kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def format_number(x: float | int | Fraction) -> str:
+    """Canonical string of a number: integral values without a decimal point, else 10 digits."""
+    if isinstance(x, int):
+        return str(x)
+    f = float(x)
+    if f.is_integer() and abs(f) < 1e16:
+        return str(int(f))
+    return format(f, ".10g")
+
+
+def _parse_number_match(m: re.Match) -> Fraction | float | None:
+    whole = m.group("whole").replace(",", "")
+    try:
+        value: Fraction | float = Fraction(whole)
+        if m.group("mnum") is not None:
+            den = Fraction(m.group("mden"))
+            if den == 0:
+                return None
+            value = value + Fraction(m.group("mnum")) / den
+        elif m.group("den") is not None:
+            den = Fraction(m.group("den"))
+            if den == 0:
+                return None
+            value = value / den
+    except (ValueError, ZeroDivisionError):
+        return None
+    if m.group("sign") in ("-", "\u2212"):
+        value = -value
+    return value
+
+
+def _numbers_in(text: str) -> list[Fraction | float]:
+    out = []
+    for m in _NUMBER_RE.finditer(text):
+        v = _parse_number_match(m)
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def _word_number(text: str) -> float | None:
+    m = _WORD_RE.search(text)
+    return _WORDS[m.group(1).lower()] if m else None
+
+
+def parse_number(value: Any) -> float | None:
+    """A finite float from an int, float or text (first number in it), else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, Fraction):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    value = _FRAC_RE.sub(r"\1/\2", value)
+    numbers = _numbers_in(value)
+    if numbers:
+        f = float(numbers[0])
+        return f if math.isfinite(f) else None
+    return _word_number(value)
+
+
+def _parse_choice(text: str) -> str | None:
+    t = text.strip()
+    m = re.search(r"\(([A-Ea-e])\)", t) or re.match(r"([A-E])(?:\)|\.|:|\s|$)", t) \
+        or re.match(r"(?:option|choice)\s+([A-Ea-e])\b", t, re.IGNORECASE)
+    if m:
+        return m.group(1).upper()
+    if len(t) == 1 and t.upper() in CHOICE_LETTERS:
+        return t.upper()
+    return None
+
+
+def _parse_yesno(text: str) -> str | None:
+    m = re.search(r"[A-Za-z]+", text)
+    if not m:
+        return None
+    word = m.group(0).lower()
+    if word in _YES:
+        return "yes"
+    if word in _NO:
+        return "no"
+    return None
+
+
+def normalize_answer(value: Any, kind: str = "number") -> str | None:
+    """Canonical string of a raw answer of the given kind, or None when it has none."""
+    _check_kind(kind)
+    if value is None or isinstance(value, bool) and kind == "number":
+        return None
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            return normalize_answer(value[0], kind)
+        return None
+    if kind == "number":
+        f = parse_number(value)
+        return None if f is None else format_number(f)
+    if isinstance(value, bool):
+        return ("yes" if value else "no") if kind == "yesno" else None
+    if not isinstance(value, str):
+        return None
+    return _parse_choice(value) if kind == "choice" else _parse_yesno(value)
+
+
+def _boxed_contents(text: str) -> list[str]:
+    out = []
+    for m in _BOXED_RE.finditer(text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            out.append(text[m.end():i - 1])
+    return out
+
+
+def _first_line(s: str) -> str:
+    return s.strip().split("\n", 1)[0]
+
+
+def extract_answer(text: str | None, kind: str = "number") -> str | None:
+    """The normalised final answer of a text completion, or None when none is found."""
+    _check_kind(kind)
+    if not text:
+        return None
+    m = _SENTENCE_RE.search(text)
+    if m:
+        # "The answer is 15 * 8 = 120 pints." -> the value after the last '='.
+        sentence = re.split(r"\.(?:\s|$)", _first_line(m.group(1)), maxsplit=1)[0]
+        found = normalize_answer(sentence.rsplit("=", 1)[-1], kind)
+        if found is not None:
+            return found
+    m = _HASHES_RE.search(text)
+    if m:
+        found = normalize_answer(_first_line(m.group(1)), kind)
+        if found is not None:
+            return found
+    for content in reversed(_boxed_contents(text)):
+        found = normalize_answer(content, kind)
+        if found is not None:
+            return found
+    if kind == "number":
+        numbers = _numbers_in(text)
+        return format_number(numbers[-1]) if numbers else None
+    return None
+
+
+def gold_answer(gold: Any, kind: str) -> str | None:
+    """The normalised gold answer from a record's ``gold`` as the dataset gives it."""
+    _check_kind(kind)
+    if isinstance(gold, dict):  # BIG-bench target_scores {"Yes": 1, "No": 0}
+        best = [k for k, v in gold.items() if v and not isinstance(v, (dict, list))]
+        return normalize_answer(best[0], kind) if len(best) == 1 else None
+    if isinstance(gold, str) and "####" in gold:
+        return normalize_answer(_first_line(gold.rsplit("####", 1)[1]), kind)
+    return normalize_answer(gold, kind)
+
+
+def answers_match(pred: Any, gold: Any, kind: str = "number") -> bool:
+    """Whether a predicted answer equals the gold answer (both raw or normalised)."""
+    _check_kind(kind)
+    p = normalize_answer(pred, kind)
+    g = gold_answer(gold, kind)
+    if p is None or g is None:
+        return False
+    if kind == "number":
+        pf, gf = float(p), float(g)
+        return abs(pf - gf) <= NUMBER_ABS_TOL + NUMBER_REL_TOL * abs(gf)
+    return p == g
