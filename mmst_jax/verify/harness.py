@@ -1,9 +1,10 @@
 """What runs in a program's own process, forked from the worker: confinement, then the program.
 
-Order matters and is fixed: join the slot's cgroups, new session, stdio onto the worker's pipes
+The process is born inside its lane's cgroups. Order matters and is fixed: parent-death
+signal, first in line for the OOM killer, new session, stdio onto the worker's pipes
 (stdin /dev/null, stdout+stderr one capped pipe, fd 3 the result channel), close every other file
 descriptor, move into the slot's private directory, set rlimits, drop privileges (another uid, no
-capabilities, no new privileges), empty the environment — and only then compile and run the
+capabilities, no new privileges), and only then compile and run the
 untrusted code. Nothing here returns: the process ends with ``os._exit``.
 
 The harness calls ``solution()`` and writes one JSON line on fd 3: ``{"value": V}`` for a plain V
@@ -14,6 +15,7 @@ The harness calls ``solution()`` and writes one JSON line on fd 3: ``{"value": V
 from __future__ import annotations
 
 import builtins
+import fcntl
 import json
 import math
 import os
@@ -26,11 +28,16 @@ RESULT_FD = 3
 _MAX_STR = 1000
 _MAX_LIST = 16
 _FD_CEILING = 1 << 20
-_EXIT_SETUP_FAILED = 71
+EXIT_SETUP_FAILED = 71
+
+
+def cpu_limit(limits: dict) -> int:
+    """RLIMIT_CPU's soft limit in whole seconds (the hard limit, SIGKILL, is one more)."""
+    return max(1, math.ceil(limits["cpu_s"] if limits.get("cpu_s") else limits["timeout_s"]))
 
 
 def _rlimits(limits: dict, baseline_as: int) -> list[tuple[int, int, int]]:
-    cpu = max(1, math.ceil(limits["cpu_s"] if limits.get("cpu_s") else limits["timeout_s"]))
+    cpu = cpu_limit(limits)
     address_space = baseline_as + int(limits["memory_mb"]) * 2**20
     return [
         (resource.RLIMIT_CPU, cpu, cpu + 1),
@@ -45,29 +52,39 @@ def _rlimits(limits: dict, baseline_as: int) -> list[tuple[int, int, int]]:
     ]
 
 
-def _address_space(status_fd: int) -> int:
-    """The worker's VmSize in bytes, read from its /proc status (opened before the root moved)."""
-    text = os.pread(status_fd, 8192, 0).decode()
+def address_space(proc_fd: int) -> int:
+    """The calling process's VmSize in bytes, from the /proc opened before the root moved."""
+    fd = os.open("self/status", os.O_RDONLY, dir_fd=proc_fd)
+    try:
+        text = os.read(fd, 8192).decode()
+    finally:
+        os.close(fd)
     for line in text.splitlines():
         if line.startswith("VmSize:"):
             return int(line.split()[1]) * 1024
     raise OSError("VmSize not found in /proc status")
 
 
-def confine(slot: dict, limits: dict, cfg: dict, out_w: int, res_w: int) -> None:
-    """Applies every protection to the calling (freshly forked) process."""
+def _above_stdio(fd: int) -> int:
+    """The same file on a descriptor above 0-3, so the dup2 calls cannot clobber it."""
+    return fd if fd > RESULT_FD else fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+
+
+def confine(slot: dict, limits: dict, cfg: dict, out_w: int, res_w: int, baseline: int) -> None:
+    """Applies every protection to the calling (freshly forked) process; `baseline` is the
+    lane's address space at the fork, to which the memory limit is added."""
     isolation.prctl(isolation.PR_SET_PDEATHSIG, 9)
-    for path_fd in slot["cgroup_fds"]:
-        fd = os.open("cgroup.procs", os.O_WRONLY, dir_fd=path_fd)
-        os.write(fd, b"0")
-        os.close(fd)
+    proc_fd = cfg["proc_fd"]
+    fd = os.open("self/oom_score_adj", os.O_WRONLY, dir_fd=proc_fd)
+    os.write(fd, b"1000")  # the first to go when its memory cgroup is full, never the lane
+    os.close(fd)
     os.setsid()
-    null = os.open("/dev/null", os.O_RDWR)
+    out_w, res_w = _above_stdio(out_w), _above_stdio(res_w)
+    null = _above_stdio(os.open("/dev/null", os.O_RDWR))
     os.dup2(null, 0)
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
     os.dup2(res_w, RESULT_FD)
-    baseline = _address_space(cfg["status_fd"])
     os.closerange(RESULT_FD + 1, _FD_CEILING)
     os.chdir(slot["dir"])
     for which, soft, hard in _rlimits(limits, baseline):
@@ -77,8 +94,7 @@ def confine(slot: dict, limits: dict, cfg: dict, out_w: int, res_w: int) -> None
     elif cfg["drop_caps"]:
         isolation.drop_capabilities()
     isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
-    os.environ.clear()
-    sys.argv[:] = ["program"]
+    sys.argv[:] = ["program"]  # the environment is already empty: the worker starts with none
 
 
 def _drop_to(uid: int) -> None:
@@ -147,13 +163,13 @@ def run_program(code: str, entry: str) -> None:
     os._exit(0)
 
 
-def child_main(job: dict, slot: dict, cfg: dict, out_w: int, res_w: int) -> None:
+def child_main(job: dict, slot: dict, cfg: dict, out_w: int, res_w: int, baseline: int) -> None:
     """Entry point of the forked process; never returns."""
     try:
-        confine(slot, job["limits"], cfg, out_w, res_w)
+        confine(slot, job["limits"], cfg, out_w, res_w, baseline)
     except BaseException as exc:
         try:
             os.write(2 if out_w < 0 else out_w, f"sandbox setup failed: {exc}\n".encode())
         finally:
-            os._exit(_EXIT_SETUP_FAILED)
+            os._exit(EXIT_SETUP_FAILED)
     run_program(job["code"], job.get("entry", "solution"))

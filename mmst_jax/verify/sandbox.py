@@ -1,8 +1,8 @@
 """Running untrusted programs: the host side of the sandbox.
 
 Public API:
-  - ``Sandbox(workers=None, slots=4, limits=Limits(), isolation="auto")``: starts ``workers``
-    warm worker processes (default: one per core), each running up to ``slots`` programs at once.
+  - ``Sandbox(lanes=None, limits=Limits(), isolation="auto")``: starts one warm worker process
+    and its ``lanes`` (default: 4 per core), each running one program at a time.
     ``sandbox.run(programs, limits=None, entry="solution") -> list[ExecResult]`` runs each program
     (Python source defining ``solution()``) in its own confined process and returns the results in
     the programs' order. ``sandbox.protections`` says what is in force. Use it as a context
@@ -23,6 +23,7 @@ import collections
 import json
 import logging
 import os
+import select
 import selectors
 import sysconfig
 import subprocess
@@ -46,6 +47,7 @@ DEFAULT_PREIMPORTS = (
 SYSTEM_BINDS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 MAX_PROGRAM_BYTES = 256 * 1024
 _START_TIMEOUT_S = 60.0
+DEFAULT_LANES_PER_CORE = 4
 _instances = 0
 
 
@@ -120,78 +122,87 @@ def _python_binds() -> tuple[list[str], list[str]]:
     return binds, sys_path
 
 
-class _Worker:
-    def __init__(self, index: int, cfg: dict):
-        self.index = index
-        self.slots = len(cfg["slots"])
+class _Lane:
+    """The host's end of one lane: a job pipe to write, a report pipe to read."""
+
+    def __init__(self, index: int, job_w: int, report_r: int):
+        self.index, self.job_w, self.report_r = index, job_w, report_r
+        self.buf = b""
+        self.job: int | None = None
+        self.since = 0.0
+
+    def send(self, message: dict) -> None:
+        data = (json.dumps(message) + "\n").encode()
+        while data:  # the lane is idle and reading, so this does not block for long
+            data = data[os.write(self.job_w, data):]
+        self.job, self.since = message["id"], time.monotonic()
+
+    def reports(self) -> list[dict] | None:
+        """Reports now readable; None when the lane has gone away."""
+        chunk = os.read(self.report_r, 1 << 20)
+        if not chunk:
+            return None
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def close(self) -> None:
+        for fd in (self.job_w, self.report_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class _Container:
+    """One worker process and its lanes."""
+
+    def __init__(self, cfg: dict, n_lanes: int):
         self.err = tempfile.TemporaryFile()
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.lanes: list[_Lane] = []
+        child_fds = []
+        for i, slot in enumerate(cfg["slots"]):
+            job_r, job_w = os.pipe()
+            report_r, report_w = os.pipe()
+            slot["job_fd"], slot["report_fd"] = job_r, report_w
+            child_fds += [job_r, report_w]
+            self.lanes.append(_Lane(i, job_w, report_r))
+        package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         boot = ("import sys, types; pkg = types.ModuleType('mmst_jax'); "
-                f"pkg.__path__ = [{os.path.join(package_root, 'mmst_jax')!r}]; "
-                "sys.modules['mmst_jax'] = pkg; "
+                f"pkg.__path__ = [{package_dir!r}]; sys.modules['mmst_jax'] = pkg; "
                 "from mmst_jax.verify import worker; worker.main()")
-        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", boot], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.err, env={}, cwd="/",
-                                     close_fds=True)
-        self.stdin, self.stdout = self.proc.stdin.fileno(), self.proc.stdout.fileno()
-        self.outbuf = b""
-        self.inbuf = b""
-        self.inflight: dict[int, float] = {}
-        self.last_report = time.monotonic()
-        os.write(self.stdin, (json.dumps(cfg) + "\n").encode())
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", boot],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self.err, env={}, cwd="/", pass_fds=child_fds)
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        os.write(self.proc.stdin.fileno(), (json.dumps(cfg) + "\n").encode())
         self.hello = self._read_hello()
-        os.set_blocking(self.stdin, False)
-        os.set_blocking(self.stdout, False)
 
     def _read_hello(self) -> dict:
+        buf = b""
+        fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + _START_TIMEOUT_S
         with selectors.DefaultSelector() as sel:
-            sel.register(self.stdout, selectors.EVENT_READ)
-            while b"\n" not in self.inbuf:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in buf:
                 if not sel.select(max(0.0, deadline - time.monotonic())):
                     raise RuntimeError(f"sandbox worker did not start: {self.stderr_tail()}")
-                chunk = os.read(self.stdout, 65536)
+                chunk = os.read(fd, 65536)
                 if not chunk:
                     raise RuntimeError(f"sandbox worker exited while starting: {self.stderr_tail()}")
-                self.inbuf += chunk
-        line, self.inbuf = self.inbuf.split(b"\n", 1)
-        return json.loads(line)["hello"]
+                buf += chunk
+        return json.loads(buf.split(b"\n", 1)[0])["hello"]
 
     def stderr_tail(self) -> str:
         self.err.seek(0)
         return self.err.read()[-2000:].decode("utf-8", "replace").strip() or "(no output)"
 
-    def send(self, message: dict) -> None:
-        self.outbuf += (json.dumps(message) + "\n").encode()
-        self.inflight[message["id"]] = time.monotonic()
-        self.flush()
-
-    def flush(self) -> None:
-        while self.outbuf:
-            try:
-                n = os.write(self.stdin, self.outbuf)
-            except BlockingIOError:
-                return
-            self.outbuf = self.outbuf[n:]
-
-    def reports(self) -> list[dict] | None:
-        """Reports now readable; None when the worker has gone away."""
-        try:
-            chunk = os.read(self.stdout, 1 << 20)
-        except BlockingIOError:
-            return []
-        if not chunk:
-            return None
-        self.inbuf += chunk
-        *lines, self.inbuf = self.inbuf.split(b"\n")
-        out = [json.loads(line) for line in lines if line.strip()]
-        for report in out:
-            self.inflight.pop(report["id"], None)
-        if out:
-            self.last_report = time.monotonic()
-        return out
-
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        for lane in self.lanes:
+            lane.close()
         try:
             self.proc.stdin.close()
         except OSError:
@@ -206,49 +217,47 @@ class _Worker:
 
 
 class Sandbox:
-    def __init__(self, workers: int | None = None, slots: int = 4, limits: Limits | None = None,
+    def __init__(self, lanes: int | None = None, limits: Limits | None = None,
                  isolation: str = "auto", preimport: Sequence[str] = DEFAULT_PREIMPORTS,
                  tmp_mb: int = 64):
         global _instances
         if isolation not in ("auto", "root", "userns", "none"):
             raise ValueError(f"isolation must be auto, root, userns or none, not {isolation!r}")
-        if not 1 <= slots <= 64:
-            raise ValueError(f"slots must be between 1 and 64, not {slots}")
+        self.n_lanes = lanes or DEFAULT_LANES_PER_CORE * (os.cpu_count() or 1)
+        if not 1 <= self.n_lanes <= 256:
+            raise ValueError(f"lanes must be between 1 and 256, not {self.n_lanes}")
         self.limits = limits or Limits()
         self.mode = ("root" if os.geteuid() == 0 else "userns") if isolation == "auto" else isolation
-        self.n_workers = workers or os.cpu_count() or 1
-        self.slots = slots
         _instances += 1
-        tag = f"{_instances}"
         self._uid_base = 1_000_000_000 + (os.getpid() % 1_000_000) * 1024 + (_instances % 4) * 256
         self._root_dir = tempfile.mkdtemp(prefix="mmst-sandbox-")
-        self._cgroups = CgroupTree.create(tag) if self.mode != "none" else CgroupTree(
+        self._cgroups = CgroupTree.create(str(_instances)) if self.mode != "none" else CgroupTree(
             reasons={"pids": "isolation none", "memory": "isolation none"})
         self._binds, self._sys_path = _python_binds()
         self._preimport = list(preimport)
         self._tmp_mb = tmp_mb
-        self.workers: list[_Worker] = []
+        self._container: _Container | None = None
+        self._generation = 0
         self._closed = False
         try:
-            for i in range(self.n_workers):
-                self.workers.append(self._start_worker(i))
+            self._container = self._start()
         except BaseException:
             self.close()
             raise
-        self.protections = self._merge([w.hello for w in self.workers])
+        self.protections = self._merge(self._container.hello)
         if self.protections.missing():
             message = f"verifier sandbox degraded: {self.protections.describe()}"
             log.warning(message)
             warnings.warn(message, SandboxWarning, stacklevel=2)
 
-    def _start_worker(self, index: int) -> _Worker:
+    def _start(self) -> _Container:
+        self._generation += 1
         slots = []
-        for j in range(self.slots):
-            name = f"w{index}s{j}"
-            dirs = self._cgroups.make_slot(name, self.limits.max_procs,
+        for j in range(self.n_lanes):
+            name = f"g{self._generation}l{j}"
+            dirs = self._cgroups.make_slot(name, self.limits.max_procs + 1,
                                            (self.limits.memory_mb + 64) * 2**20)
-            slots.append({"name": name, "uid": self._uid_base + index * self.slots + j,
-                          "cgroup_dirs": dirs})
+            slots.append({"name": name, "uid": self._uid_base + j, "cgroup_dirs": dirs})
         files = {}
         if self._cgroups.pids:
             files["pids"] = self._cgroups.pids.limit_file()
@@ -259,16 +268,22 @@ class Sandbox:
                "binds": self._binds, "sys_path": self._sys_path, "tmp_mb": self._tmp_mb,
                "preimport": self._preimport, "slots": slots, "cgroup_files": files,
                "uid": os.getuid(), "gid": os.getgid()}
-        return _Worker(index, cfg)
+        return _Container(cfg, self.n_lanes)
 
-    def _merge(self, hellos: list[dict]) -> Protections:
+    def _restart(self) -> None:
+        old, self._container = self._container, None
+        if old is not None:
+            old.proc.kill()
+            old.close()
+        self._cgroups.remove_slots(f"g{self._generation}l")
+        self._container = self._start()
+
+    def _merge(self, hello: dict) -> Protections:
         prot = Protections(mode=self.mode)
         for f in fields(Protections):
-            if f.name in ("mode", "errors", "rlimits", "no_new_privs"):
-                continue
-            setattr(prot, f.name, all(bool(h.get(f.name)) for h in hellos))
-        for h in hellos:
-            prot.errors.update(h.get("errors", {}))
+            if f.name not in ("mode", "errors", "rlimits", "no_new_privs"):
+                setattr(prot, f.name, bool(hello.get(f.name)))
+        prot.errors.update(hello.get("errors", {}))
         prot.errors.update({f"cgroup_{k}": v for k, v in self._cgroups.reasons.items()})
         return prot
 
@@ -280,76 +295,79 @@ class Sandbox:
         limits = limits or self.limits
         job_limits = limits.to_dict()
         results: list[ExecResult | None] = [None] * len(programs)
+
+        def done(i: int, result: ExecResult) -> None:
+            results[i] = result
+            if on_result:
+                on_result(i, result)
+
         pending = collections.deque()
         for i, code in enumerate(programs):
             if not isinstance(code, str):
-                results[i] = ExecResult("error", None, f"a program must be a str, not {type(code).__name__}")
+                done(i, ExecResult("error", None, f"a program must be a str, not {type(code).__name__}"))
             elif len(code.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES:
-                results[i] = ExecResult("error", None, f"program over {MAX_PROGRAM_BYTES} bytes")
+                done(i, ExecResult("error", None, f"program over {MAX_PROGRAM_BYTES} bytes"))
             else:
                 pending.append(i)
         left = len(pending)
         watchdog = limits.timeout_s + 30.0
-        with selectors.DefaultSelector() as sel:
-            while left:
-                sel_map = {}
-                for w in self.workers:
-                    while pending and len(w.inflight) < w.slots:
-                        i = pending.popleft()
-                        w.send({"id": i, "code": programs[i], "entry": entry, "limits": job_limits})
-                    sel_map[w.stdout] = w
-                    events = selectors.EVENT_READ | (selectors.EVENT_WRITE if w.outbuf else 0)
-                    sel.register(w.stdout, selectors.EVENT_READ, w)
-                    if events & selectors.EVENT_WRITE:
-                        sel.register(w.stdin, selectors.EVENT_WRITE, w)
-                ready = sel.select(1.0)
-                for key in list(sel.get_map().values()):
-                    sel.unregister(key.fd)
-                for key, mask in ready:
-                    w = key.data
-                    if mask & selectors.EVENT_WRITE:
-                        w.flush()
-                        continue
-                    got = w.reports()
-                    if got is None:
-                        left -= self._replace(w, results, pending, "the sandbox worker exited")
-                        continue
-                    for report in got:
-                        i = report["id"]
-                        if results[i] is None:
-                            results[i] = classify(report)
-                            left -= 1
-                            if on_result:
-                                on_result(i, results[i])
+        while left:
+            container = self._container
+            idle = [lane for lane in container.lanes if lane.job is None]
+            for lane in idle:
+                if not pending:
+                    break
+                i = pending.popleft()
+                try:
+                    lane.send({"id": i, "code": programs[i], "entry": entry, "limits": job_limits})
+                except OSError:
+                    pending.appendleft(i)
+                    left -= self._fail_and_restart(lane, results, pending, "a sandbox lane died", done)
+                    break
+            busy = {lane.report_r: lane for lane in container.lanes if lane.job is not None}
+            if not busy:
+                continue
+            ready, _, _ = select.select(list(busy), [], [], 1.0)
+            for fd in ready:
+                lane = busy[fd]
+                got = lane.reports()
+                if got is None:
+                    left -= self._fail_and_restart(lane, results, pending, "a sandbox lane died", done)
+                    break
+                for report in got:
+                    lane.job = None
+                    i = report["id"]
+                    if results[i] is None:
+                        done(i, classify(report))
+                        left -= 1
+            else:
                 now = time.monotonic()
-                for w in list(self.workers):
-                    if w.inflight and now - max(w.last_report, min(w.inflight.values())) > watchdog:
-                        left -= self._replace(w, results, pending, "the sandbox worker stopped answering")
+                stuck = [lane for lane in busy.values() if lane.job is not None and now - lane.since > watchdog]
+                if stuck:
+                    left -= self._fail_and_restart(stuck[0], results, pending,
+                                                   "a sandbox lane stopped answering", done)
         return results  # type: ignore[return-value]
 
-    def _replace(self, w: _Worker, results: list, pending, why: str) -> int:
-        """Fails the dead worker's jobs, starts a new worker in its place; returns jobs failed."""
-        detail = f"{why}: {w.stderr_tail()}"[:300]
+    def _fail_and_restart(self, lane: _Lane, results: list, pending, why: str, done) -> int:
+        """Fails the job of a broken lane, requeues the others' and restarts the worker."""
+        detail = f"{why}: {self._container.stderr_tail()}"[:300]
         failed = 0
-        for i in w.inflight:
-            if results[i] is None:
-                results[i] = ExecResult("error", None, detail)
-                failed += 1
-        w.inflight.clear()
-        log.warning("sandbox worker %d replaced: %s", w.index, detail)
-        w.proc.kill()
-        w.close()
-        index = self.workers.index(w)
-        self._cgroups.remove_slots(f"w{w.index}s")
-        self.workers[index] = self._start_worker(w.index)
+        if lane.job is not None and results[lane.job] is None:
+            done(lane.job, ExecResult("error", None, detail))
+            failed = 1
+        for other in self._container.lanes:
+            if other is not lane and other.job is not None:
+                pending.appendleft(other.job)
+        log.warning("sandbox worker restarted: %s", detail)
+        self._restart()
         return failed
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for w in self.workers:
-            w.close()
+        if self._container is not None:
+            self._container.close()
         self._cgroups.close()
         try:
             os.rmdir(self._root_dir)

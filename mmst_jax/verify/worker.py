@@ -1,17 +1,15 @@
-"""The sandbox worker: a warm, pre-imported process that forks one confined process per program.
+"""The sandbox worker: a warm, pre-imported process that sets the sandbox up once and forks lanes.
 
 Started by ``sandbox.Sandbox`` as ``python -I -S`` with an empty environment. It reads its
-configuration (one JSON line) on stdin, sets itself up once — cgroup directory handles opened,
-then new mount/network/IPC/UTS namespaces (a user namespace too when not root), a private root
-file system, SysV IPC disabled — and says hello with the protections actually in force. Then it
-reads jobs (one JSON line each: id, code, entry, limits) and answers each with one JSON report.
+configuration (one JSON line) on stdin, then once: pre-imports the usual modules, opens its
+lanes' cgroup directories and /proc, enters new mount, network, IPC and UTS namespaces (inside a
+new user namespace when not root), builds a private root file system (``isolation.build_root``),
+disables SysV IPC, checks that per-program PID namespaces work, and writes a hello line with the
+protections actually in force. Then it forks one ``lane.Lane`` per slot — each joins its own
+cgroups and serves jobs on its own pair of pipes, handed over by the host — and waits for its
+stdin to close, when it stops the lanes and exits.
 
-Per job: a new PID namespace (``unshare`` + ``fork`` + ``setns`` back, so the program is PID 1
-of its own namespace and everything it starts dies with it), the slot's cgroups, and the
-confinement in ``harness``. The worker watches stdout+stderr (capped), the result channel
-(capped), the wall clock and the process's exit through a pidfd, kills on any overrun, reaps,
-cleans the slot's directory and reports. The worker itself never runs untrusted code, never sees
-a gold answer, and exits (killing every program it started) when its stdin closes.
+The worker never runs untrusted code and never sees a gold answer.
 """
 
 from __future__ import annotations
@@ -20,86 +18,73 @@ import gc
 import importlib
 import json
 import os
-import selectors
-import shutil
 import signal
 import sys
 import time
 
-from mmst_jax.verify import harness, isolation
+from mmst_jax.verify import isolation
+from mmst_jax.verify.lane import Lane, send
 
-RESULT_MAX_BYTES = 16384  # the same cap as results.RESULT_MAX_BYTES, checked again on the host
-_HEAD_BYTES = 300
 _IPC_SYSCTLS = {"shmmni": "0", "msgmni": "0", "sem": "0 0 0 0"}
+_NAMESPACES = {"net_ns": isolation.CLONE_NEWNET, "mount_ns": isolation.CLONE_NEWNS,
+               "ipc_ns": isolation.CLONE_NEWIPC, "uts_ns": isolation.CLONE_NEWUTS}
 
 
-def _send(message: dict) -> None:
-    data = (json.dumps(message) + "\n").encode()
-    while data:
-        data = data[os.write(1, data):]
+def _read_config() -> dict:
+    line = b""
+    while not line.endswith(b"\n"):  # unbuffered, one byte at a time: nothing else is read
+        chunk = os.read(0, 1)
+        if not chunk:
+            os._exit(1)
+        line += chunk
+    return json.loads(line)
 
 
 class Worker:
     def __init__(self, cfg: dict):
         self.cfg = cfg
-        self.prot = {"mode": cfg["mode"], "errors": {}}
-        self.running: dict[int, dict] = {}
-        self.queue: list[dict] = []
-        self.sel = selectors.DefaultSelector()
-        self.stdin_buf = b""
-        self.closing = False
+        self.prot = {"mode": cfg["mode"], "errors": {}, "user_ns": False, "pid_ns": False,
+                     "private_root": False, "setuid": False, "caps_dropped": False,
+                     **{k: False for k in _NAMESPACES}}
 
-    # ---- set-up, once -------------------------------------------------------------------
+    def _error(self, what: str, exc: BaseException) -> None:
+        self.prot["errors"][what] = str(exc)
+
     def setup(self) -> None:
         cfg = self.cfg
         for name in cfg.get("preimport", []):
             try:
                 importlib.import_module(name)
             except ImportError as e:
-                self.prot["errors"][f"preimport {name}"] = str(e)
+                self._error(f"preimport {name}", e)
         self.slots = []
         for slot in cfg["slots"]:
             fds = {k: os.open(d, os.O_RDONLY | os.O_DIRECTORY) for k, d in slot["cgroup_dirs"].items()}
-            self.slots.append({**slot, "fds": fds, "cgroup_fds": list(fds.values()),
-                               "limits": {}, "oom": 0, "busy": False})
-            self.slots[-1]["oom"] = self._oom_count(self.slots[-1])
-        self.status_fd = os.open("/proc/self/status", os.O_RDONLY)
-        cfg["status_fd"] = self.status_fd
-        self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+            self.slots.append({**slot, "fds": fds})
+        cfg["proc_fd"] = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         mode = cfg["mode"]
-        ns = {"net_ns": isolation.CLONE_NEWNET, "mount_ns": isolation.CLONE_NEWNS,
-              "ipc_ns": isolation.CLONE_NEWIPC, "uts_ns": isolation.CLONE_NEWUTS}
-        self.prot.update({k: False for k in ns}, user_ns=False, pid_ns=False, private_root=False,
-                         setuid=False, caps_dropped=False)
         if mode == "userns":
-            try:
-                flags = isolation.CLONE_NEWUSER
-                for v in ns.values():
-                    flags |= v
-                isolation.unshare(flags)
-                isolation.write_id_maps(cfg["uid"], cfg["gid"])
-                self.prot.update({k: True for k in ns}, user_ns=True)
-            except OSError as e:
-                self.prot["errors"]["user_ns"] = str(e)
+            self._enter_user_namespace()
         elif mode == "root":
-            for key, flag in ns.items():
+            for key, flag in _NAMESPACES.items():
                 try:
                     isolation.unshare(flag)
                     self.prot[key] = True
                 except OSError as e:
-                    self.prot["errors"][key] = str(e)
+                    self._error(key, e)
+        self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
         if self.prot["ipc_ns"]:
             for name, value in _IPC_SYSCTLS.items():
                 try:
                     with open(f"/proc/sys/kernel/{name}", "w") as f:
                         f.write(value)
                 except OSError as e:
-                    self.prot["errors"][f"ipc {name}"] = str(e)
+                    self._error(f"ipc {name}", e)
         if self.prot["uts_ns"]:
             try:
                 isolation.sethostname("sandbox")
             except OSError as e:
-                self.prot["errors"]["uts_ns"] = str(e)
+                self._error("uts_ns", e)
         tmp_root = cfg["root_dir"]
         if self.prot["mount_ns"]:
             try:
@@ -107,31 +92,49 @@ class Worker:
                 self.prot["private_root"] = True
                 tmp_root = "/tmp"
             except OSError as e:
-                self.prot["errors"]["private_root"] = str(e)
+                self._error("private_root", e)
                 os.chdir("/")
         if mode != "none":
             self.prot["pid_ns"] = self._probe_pid_ns()
         self.prot["setuid"] = os.geteuid() == 0 and not self.prot["user_ns"] and mode != "none"
         self.prot["caps_dropped"] = self.prot["setuid"] or self.prot["user_ns"]
-        self.cfg["setuid"] = self.prot["setuid"]
-        self.cfg["drop_caps"] = self.prot["user_ns"]
+        cfg["setuid"], cfg["drop_caps"] = self.prot["setuid"], self.prot["user_ns"]
         for slot in self.slots:
             slot["dir"] = os.path.join(tmp_root, slot["name"])
             os.mkdir(slot["dir"], 0o700)
             if self.prot["setuid"]:
                 os.chown(slot["dir"], slot["uid"], slot["uid"])
-        self.prot["cgroup_pids"] = all("pids" in s["fds"] for s in self.slots) and bool(self.slots)
-        self.prot["cgroup_memory"] = all("memory" in s["fds"] for s in self.slots) and bool(self.slots)
+        self.prot["cgroup_pids"] = bool(self.slots) and all("pids" in s["fds"] for s in self.slots)
+        self.prot["cgroup_memory"] = bool(self.slots) and all("memory" in s["fds"] for s in self.slots)
         sys.path[:] = cfg["sys_path"]
-        os.set_blocking(0, False)
-        self.sel.register(0, selectors.EVENT_READ, ("stdin", None))
-        gc.freeze()
+        os.environ.clear()  # started with none; programs inherit this empty environment
+
+    def _enter_user_namespace(self) -> None:
+        """Unprivileged: a user namespace owning all the others, and a PID namespace of our own
+        whose first process (a fork of this one) carries on as the worker, so per-program PID
+        namespaces can be made and left again."""
+        flags = isolation.CLONE_NEWUSER | isolation.CLONE_NEWPID
+        for flag in _NAMESPACES.values():
+            flags |= flag
+        try:
+            isolation.unshare(flags)
+            isolation.write_id_maps(self.cfg["uid"], self.cfg["gid"])
+        except OSError as e:
+            self._error("user_ns", e)
+            return
+        self.prot.update({k: True for k in _NAMESPACES}, user_ns=True)
+        pid = os.fork()
+        if pid:  # the original process only waits for the worker and passes on its status
+            os.closerange(3, 1 << 20)
+            _, status = os.waitpid(pid, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
 
     def _probe_pid_ns(self) -> bool:
         try:
             isolation.unshare(isolation.CLONE_NEWPID)
         except OSError as e:
-            self.prot["errors"]["pid_ns"] = str(e)
+            self._error("pid_ns", e)
             return False
         pid = os.fork()
         if pid == 0:
@@ -139,238 +142,85 @@ class Worker:
         try:
             isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
         except OSError as e:  # cannot go back: every later child would share one namespace
-            self.prot["errors"]["pid_ns"] = f"cannot return to the worker's namespace: {e}"
             os.waitpid(pid, 0)
-            raise
+            raise RuntimeError(f"cannot return to the worker's PID namespace: {e}") from e
         _, status = os.waitpid(pid, 0)
         if status != 0:
-            self.prot["errors"]["pid_ns"] = "the first child was not PID 1"
+            self._error("pid_ns", "the first child of a new PID namespace was not PID 1")
         return status == 0
 
-    # ---- one job ------------------------------------------------------------------------
-    def _apply_cgroup_limits(self, slot: dict, limits: dict) -> None:
-        wanted = {"pids": (str(limits["max_procs"]), self.cfg["cgroup_files"].get("pids")),
-                  "memory": (str((int(limits["memory_mb"]) + 64) * 2**20),
-                             self.cfg["cgroup_files"].get("memory"))}
-        for key, (value, filename) in wanted.items():
-            if key in slot["fds"] and slot["limits"].get(key) != value:
-                fd = os.open(filename, os.O_WRONLY, dir_fd=slot["fds"][key])
-                try:
-                    os.write(fd, value.encode())
-                finally:
-                    os.close(fd)
-                slot["limits"][key] = value
-
-    def _oom_count(self, slot: dict) -> int:
-        if "memory" not in slot["fds"]:
-            return 0
-        fd = os.open(self.cfg["cgroup_files"]["memory_events"], os.O_RDONLY, dir_fd=slot["fds"]["memory"])
-        try:
-            text = os.read(fd, 4096).decode()
-        finally:
-            os.close(fd)
-        for line in text.splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1])
-        return 0
-
-    def start(self, job: dict, slot: dict) -> None:
-        limits = job["limits"]
-        try:
-            self._apply_cgroup_limits(slot, limits)
-        except OSError as e:
-            _send({"id": job["id"], "failed": f"setting cgroup limits: {e}"})
-            return
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        res_r, res_w = os.pipe2(os.O_CLOEXEC)
+    def start_lanes(self) -> list[int]:
         gc.freeze()
-        pid_ns = self.prot["pid_ns"]
-        if pid_ns:
-            isolation.unshare(isolation.CLONE_NEWPID)
-        try:
+        pids = []
+        for slot in self.slots:
             pid = os.fork()
-        except OSError as e:
-            pid, error = -1, e
-        if pid == 0:
-            harness.child_main(job, slot, self.cfg, out_w, res_w)
-        if pid_ns:
-            isolation.setns(self.pidns_fd, isolation.CLONE_NEWPID)
-        os.close(out_w)
-        os.close(res_w)
-        if pid < 0:
-            os.close(out_r)
-            os.close(res_r)
-            _send({"id": job["id"], "failed": f"fork: {error}"})
-            return
-        now = time.monotonic()
-        run = {"job": job, "slot": slot, "pid": pid, "start": now,
-               "deadline": now + float(limits["timeout_s"]), "killed": None, "out": 0,
-               "head": b"", "res": b"", "fds": {out_r: "out", res_r: "res"}}
-        slot["busy"] = True
-        self.running[pid] = run
-        pidfd = os.pidfd_open(pid)
-        run["pidfd"] = pidfd
-        for fd, what in ((out_r, "out"), (res_r, "res")):
-            os.set_blocking(fd, False)
-            self.sel.register(fd, selectors.EVENT_READ, (what, run))
-        self.sel.register(pidfd, selectors.EVENT_READ, ("exit", run))
+            if pid == 0:
+                self._lane_main(slot)
+            pids.append(pid)
+        for slot in self.slots:
+            os.close(slot["job_fd"])
+            os.close(slot["report_fd"])
+        return pids
 
-    def _kill(self, run: dict, why: str) -> None:
-        if run["killed"] is None:
-            run["killed"] = why
+    def _lane_main(self, slot: dict) -> None:
         try:
-            os.kill(run["pid"], signal.SIGKILL)
+            for other in self.slots:
+                if other is not slot:
+                    os.close(other["job_fd"])
+                    os.close(other["report_fd"])
+            for fd in slot["fds"].values():
+                cg = os.open("cgroup.procs", os.O_WRONLY, dir_fd=fd)
+                os.write(cg, b"0")
+                os.close(cg)
+            try:
+                adj = os.open("self/oom_score_adj", os.O_WRONLY, dir_fd=self.cfg["proc_fd"])
+                os.write(adj, b"-1000")
+                os.close(adj)
+            except OSError:
+                pass  # unprivileged: the program still goes first (it sets +1000)
+            null = os.open("/dev/null", os.O_RDONLY)  # let go of the host's pipe, keep fd 0 taken
+            os.dup2(null, 0)
+            os.close(null)
+            lane = Lane(self.cfg, slot, self.prot, self.pidns_fd)
+        except BaseException as e:
+            print(f"sandbox lane {slot['name']} failed to start: {e}", file=sys.stderr, flush=True)
+            os._exit(1)
+        lane.serve()
+        os._exit(0)
+
+
+def _stop(lanes: list[int]) -> None:
+    """Waits a little for the lanes to finish on their own, then kills them."""
+    deadline = time.monotonic() + 5.0
+    alive = set(lanes)
+    while alive and time.monotonic() < deadline:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            time.sleep(0.01)
+        alive.discard(pid)
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        if not self.prot["pid_ns"]:
-            try:
-                os.killpg(run["pid"], signal.SIGKILL)
-            except OSError:
-                pass
-
-    def _read(self, fd: int, what: str, run: dict) -> None:
+    while True:
         try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
             return
-        if not data:
-            self.sel.unregister(fd)
-            os.close(fd)
-            del run["fds"][fd]
-            return
-        if what == "out":
-            run["out"] += len(data)
-            if len(run["head"]) < _HEAD_BYTES:
-                run["head"] += data[:_HEAD_BYTES - len(run["head"])]
-            if run["out"] > run["job"]["limits"]["max_output_bytes"]:
-                self._kill(run, "output")
-        else:
-            run["res"] += data
-            if len(run["res"]) > RESULT_MAX_BYTES:
-                run["res"] = run["res"][:RESULT_MAX_BYTES + 1]
-                self._kill(run, "result")
-
-    def finish(self, run: dict) -> None:
-        _, status, usage = os.wait4(run["pid"], 0)
-        elapsed_ms = (time.monotonic() - run["start"]) * 1000.0
-        for fd, what in list(run["fds"].items()):  # drain what is left without waiting for EOF
-            for _ in range(64):
-                before = (run["out"], len(run["res"]))
-                self._read(fd, what, run)
-                if fd not in run["fds"] or (run["out"], len(run["res"])) == before:
-                    break
-        for fd in run["fds"]:
-            self.sel.unregister(fd)
-            os.close(fd)
-        self.sel.unregister(run["pidfd"])
-        os.close(run["pidfd"])
-        del self.running[run["pid"]]
-        slot, job = run["slot"], run["job"]
-        if not self.prot["pid_ns"]:
-            try:
-                os.killpg(run["pid"], signal.SIGKILL)
-            except OSError:
-                pass
-        report = {"id": job["id"], "killed": run["killed"], "elapsed_ms": round(elapsed_ms, 3),
-                  "output_bytes": run["out"], "cpu_s": usage.ru_utime + usage.ru_stime,
-                  "cpu_limit": harness._rlimits(job["limits"], 0)[0][1],
-                  "timeout_s": job["limits"]["timeout_s"],
-                  "output_cap": job["limits"]["max_output_bytes"]}
-        if os.WIFSIGNALED(status):
-            report["signal"] = os.WTERMSIG(status)
-            if report["signal"] == signal.SIGKILL and run["killed"] is None:
-                count = self._oom_count(slot)
-                report["oom"] = count > slot["oom"]
-                slot["oom"] = count
-        else:
-            report["exit"] = os.WEXITSTATUS(status)
-            if report["exit"] == harness._EXIT_SETUP_FAILED:
-                report["failed"] = run["head"].decode("utf-8", "replace")
-        if run["res"]:
-            report["result"] = run["res"].decode("latin-1")
-        self._clean(slot)
-        slot["busy"] = False
-        _send(report)
-
-    def _clean(self, slot: dict) -> None:
-        path = slot["dir"]
-        try:
-            names = os.listdir(path)
-        except OSError:
-            names = None
-        if names:
-            for name in names:
-                full = os.path.join(path, name)
-                if os.path.isdir(full) and not os.path.islink(full):
-                    shutil.rmtree(full, ignore_errors=True)
-                else:
-                    try:
-                        os.unlink(full)
-                    except OSError:
-                        pass
-        if names is None or os.stat(path).st_mode & 0o7777 != 0o700:
-            os.chmod(path, 0o700)
-
-    # ---- the loop -----------------------------------------------------------------------
-    def _on_stdin(self) -> None:
-        try:
-            data = os.read(0, 1 << 20)
-        except BlockingIOError:
-            return
-        if not data:
-            self.sel.unregister(0)
-            self.closing = True
-            return
-        self.stdin_buf += data
-        *lines, self.stdin_buf = self.stdin_buf.split(b"\n")
-        for line in lines:
-            if line.strip():
-                self.queue.append(json.loads(line))
-
-    def _dispatch(self) -> None:
-        while self.queue:
-            free = [s for s in self.slots if not s["busy"]]
-            if not free:
-                return
-            self.start(self.queue.pop(0), free[0])
-
-    def loop(self) -> None:
-        _send({"hello": self.prot})
-        while not (self.closing and not self.running):
-            if self.closing:
-                for run in list(self.running.values()):
-                    self._kill(run, "shutdown")
-            self._dispatch()
-            now = time.monotonic()
-            deadlines = [r["deadline"] for r in self.running.values() if r["killed"] is None]
-            timeout = max(0.0, min(deadlines) - now) if deadlines else None
-            for key, _ in self.sel.select(timeout):
-                what, run = key.data
-                if what == "stdin":
-                    self._on_stdin()
-                elif what == "exit":
-                    self.finish(run)
-                elif run["pid"] in self.running and key.fd in run["fds"]:
-                    self._read(key.fd, what, run)
-            now = time.monotonic()
-            for run in list(self.running.values()):
-                if run["killed"] is None and now >= run["deadline"]:
-                    self._kill(run, "timeout")
 
 
 def main() -> None:
-    line = b""
-    while not line.endswith(b"\n"):  # unbuffered: the jobs that follow stay in the pipe
-        chunk = os.read(0, 1)
-        if not chunk:
-            os._exit(1)
-        line += chunk
-    cfg = json.loads(line)
+    cfg = _read_config()
     isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != cfg["host_pid"]:
         os._exit(1)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     worker = Worker(cfg)
     worker.setup()
-    worker.loop()
+    send(1, {"hello": worker.prot})
+    lanes = worker.start_lanes()
+    while os.read(0, 4096):  # the host writes nothing more; EOF means stop
+        pass
+    _stop(lanes)
     os._exit(0)
