@@ -22,12 +22,12 @@ DATA_DIR_ENV = "MMST_DATA_DIR"
 TOKENIZER_ENV = "MMST_TOKENIZER"
 
 # Token budgets per task kind. Few-shot prompts (8 exemplars of GSM8K, say) are the longest inputs;
-# the synthetic world is sized for a tiny model. Prompts are fitted to these budgets by dropping
+# inputs + targets = 2048 is BLOOM's training context. The synthetic world is sized for a tiny model. Prompts are fitted to these budgets by dropping
 # leading exemplars (see tasks.prompts.fit_prompt); nothing is ever cut mid-text.
 DEFAULT_FEATURE_LENGTHS: dict[str, dict[str, int]] = {
-    "few_shot": {"inputs": 2048, "targets": 512},
-    "translation": {"inputs": 2048, "targets": 512},
-    "training": {"inputs": 2048, "targets": 512},
+    "few_shot": {"inputs": 1536, "targets": 512},
+    "translation": {"inputs": 1536, "targets": 512},
+    "training": {"inputs": 1536, "targets": 512},
     "synthetic": {"inputs": 160, "targets": 96},
 }
 

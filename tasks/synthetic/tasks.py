@@ -1,0 +1,87 @@
+"""SeqIO tasks of the synthetic world (zero-shot prompts, `synthetic` feature lengths).
+
+- `synthetic_{method}`: all families; `synthetic_{family}_{method}`: one family. Splits train/test;
+  `inputs` the prompt, `targets` the gold answer (problems to sample and to evaluate).
+- `synthetic_text_to_code`, `synthetic_code_to_text`: translation prompts built from the reference
+  solution of the source method, `targets` the reference solution of the other (translation pairs).
+- `synthetic_bootstrap`: the bootstrap corpus (train split only): prompt -> reference completion.
+
+The world and corpus come from gin: `tasks.synthetic_world.{seed, n_train, n_test}` and
+`tasks.bootstrap.{coverage, translation_coverage, seed}`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Mapping
+
+import gin
+import seqio
+
+from tasks import config, prompts
+from tasks.catalog import Rendered, TaskInfo, register
+from tasks.problem_tasks import render_problems
+from tasks.synthetic import corpus, world
+from tasks.training import render_training
+
+Counter = Callable[[str], int] | None
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_world(seed: int, n_train: int, n_test: int) -> dict[str, list[world.SyntheticProblem]]:
+    return world.world_splits(seed=seed, n_train=n_train, n_test=n_test)
+
+
+@gin.configurable("synthetic_world", module="tasks")
+def synthetic_world(seed: int = 0, n_train: int = 2000, n_test: int = 200) -> dict[str, list[world.SyntheticProblem]]:
+    """The world's train/test problems (`n_train`, `n_test` per family, before removing train
+    questions that are also test questions)."""
+    return _cached_world(seed, n_train, n_test)
+
+
+@gin.configurable("bootstrap", module="tasks")
+def bootstrap_corpus(coverage: Mapping[str, Mapping[str, float]] | None = None,
+                     translation_coverage: Mapping[str, Mapping[str, float]] | None = None,
+                     seed: int = 0) -> list[dict]:
+    return corpus.build_bootstrap_corpus(synthetic_world()["train"], coverage, translation_coverage, seed)
+
+
+def _problems(split: str, family: str | None):
+    return [p for p in synthetic_world()[split] if family is None or p.family == family]
+
+
+def render_reference_translations(problems, direction: str, count_tokens: Counter = None,
+                                  lengths: Mapping[str, int] | None = None) -> Rendered:
+    return render_training((corpus.translation_record(p, direction, seed=0) for p in problems),
+                           count_tokens, lengths)
+
+
+def register_synthetic_tasks(vocabulary: seqio.Vocabulary) -> list[str]:
+    lengths = lambda: config.feature_lengths("synthetic")  # noqa: E731 (read at load time, after gin)
+    infos = []
+    for family in (None, *world.FAMILIES):
+        for method in prompts.METHODS:
+            def render(split, count_tokens, family=family, method=method):
+                return render_problems((p.to_problem() for p in _problems(split, family)), method,
+                                       count_tokens, lengths())
+            what = "all families" if family is None else f"family {family}"
+            name = f"synthetic_{method}" if family is None else f"synthetic_{family}_{method}"
+            infos.append(TaskInfo(name, "synthetic", f"synthetic world, {what}, {method}; targets: gold",
+                                  ("train", "test"), render))
+    for direction in prompts.DIRECTIONS:
+        def render(split, count_tokens, direction=direction):
+            return render_reference_translations(_problems(split, None), direction, count_tokens, lengths())
+        infos.append(TaskInfo(f"synthetic_{direction}", "synthetic",
+                              f"synthetic world, reference {direction.replace('_', ' ')} translation pairs",
+                              ("train", "test"), render))
+
+    def render_bootstrap(split, count_tokens):
+        del split
+        return render_training(bootstrap_corpus(), count_tokens, lengths())
+
+    infos.append(TaskInfo("synthetic_bootstrap", "synthetic",
+                          "synthetic bootstrap corpus (tasks.bootstrap coverage): prompt -> reference solution",
+                          ("train",), render_bootstrap))
+    for info in infos:
+        register(info, vocabulary)
+    return [info.name for info in infos]
