@@ -1,25 +1,40 @@
-"""Device meshes, logical axis rules, and placing/gathering sharded trees.
+"""Device meshes, logical axis rules, and placing, creating and gathering sharded trees.
 
 Model code names every parameter and activation with logical axes (`batch`, `length`, `embed`,
-`heads`, `kv`, `mlp`, `vocab`, `layers`); the rules here map them to the mesh axes `data`, `fsdp`
-and `tensor` (t5x convention: an ordered list of (logical, mesh) pairs, first match wins; a logical
-axis mapped to None is replicated).
+`heads`, `kv`, `mlp`, `vocab`, `layers`); rules map them to the mesh axes `data`, `fsdp` and
+`tensor`. A rule list is t5x's: ordered (logical, mesh) pairs, the first rule of a logical axis wins,
+a mesh axis is used at most once per array, and None (or no rule) means replicated.
+
+    MeshConfig(shape={'data': -1, 'fsdp': 1, 'tensor': 1})     # -1: inferred from the device count
+      .make_mesh()                                            # -> jax.sharding.Mesh
+    logical_to_sharding(logical_specs(boxed), mesh, rules)    # params, optimizer state, any boxed tree
+    init_sharded(init_fn, abstract, shardings)(rng)           # created in place, never whole on a device
+    host_batch_to_global(batch, mesh, rules)                  # process-local rows -> global arrays
+    gather_to_host(tree)                                      # any sharded tree -> numpy on every host
+    with activation_sharding(mesh, rules): ...                # activates nn.with_logical_constraint
+
+Multi-host (a TPU pod slice, or several CPU processes in tests) starts with
+`initialize_distributed(...)`, which wraps `jax.distributed.initialize`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+import dataclasses
+import math
+import os
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
+LOGICAL_AXES = ("batch", "length", "embed", "heads", "kv", "mlp", "vocab", "layers")
 
-# Megatron-style tensor parallelism over heads and MLP, FSDP over the embedding dimension of
-# parameters, data parallelism over the batch.
+# Data parallelism over the batch (data x fsdp), FSDP (ZeRO-3) over the embedding dimension of the
+# parameters and optimizer state, Megatron tensor parallelism over heads, MLP and vocabulary.
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("length", None),
@@ -32,39 +47,202 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+class PartitioningError(ValueError):
+    """A mesh, rule or sharding that cannot work; the message says what to change."""
+
+
+def _mesh_axes_of(target) -> tuple[str, ...]:
+    if target is None:
+        return ()
+    return (target,) if isinstance(target, str) else tuple(target)
+
+
+def validate_rules(rules: Sequence[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """Checks every rule names a known logical axis and known mesh axes; returns them as tuples."""
+    checked = []
+    for rule in rules:
+        if not (isinstance(rule, (tuple, list)) and len(rule) == 2):
+            raise PartitioningError(f"logical axis rule {rule!r} must be a pair (logical_axis, mesh_axes)")
+        logical, target = rule
+        if logical not in LOGICAL_AXES:
+            raise PartitioningError(f"rule {tuple(rule)!r} names logical axis {logical!r}; the model's "
+                                    f"logical axes are {', '.join(LOGICAL_AXES)}")
+        for axis in _mesh_axes_of(target):
+            if axis not in MESH_AXES:
+                raise PartitioningError(f"rule {tuple(rule)!r} names mesh axis {axis!r}; the mesh axes "
+                                        f"are {', '.join(MESH_AXES)}")
+        checked.append((logical, tuple(target) if isinstance(target, list) else target))
+    return tuple(checked)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """A device mesh and its logical axis rules (one topology file of gin_configs/topologies)."""
+
+    shape: Mapping[str, int] = dataclasses.field(
+        default_factory=lambda: {"data": -1, "fsdp": 1, "tensor": 1})
+    rules: Sequence[tuple[str, Any]] = DEFAULT_RULES
+    name: str = "default"
+    num_devices: int | None = None  # the slice's device count (for `mmst plan`); None: what is there
+    hbm_gib: float | None = None  # memory per device, for `mmst plan`
+
+    def __post_init__(self):
+        unknown = set(self.shape) - set(MESH_AXES)
+        if unknown:
+            raise PartitioningError(f"mesh shape {dict(self.shape)} has unknown axes {sorted(unknown)}; "
+                                    f"use {', '.join(MESH_AXES)}")
+        if sum(1 for v in self.shape.values() if v == -1) > 1:
+            raise PartitioningError(f"mesh shape {dict(self.shape)}: at most one axis may be -1 (inferred)")
+        if any(v == 0 or v < -1 for v in self.shape.values()):
+            raise PartitioningError(f"mesh shape {dict(self.shape)}: sizes must be positive or -1")
+        object.__setattr__(self, "rules", validate_rules(self.rules))
+
+    def resolve(self, num_devices: int) -> tuple[int, ...]:
+        """The (data, fsdp, tensor) sizes for `num_devices` devices."""
+        sizes = [int(self.shape.get(axis, 1)) for axis in MESH_AXES]
+        known = math.prod(s for s in sizes if s != -1)
+        if -1 in sizes:
+            if num_devices % known:
+                raise PartitioningError(
+                    f"mesh {self.name} {dict(self.shape)}: the fixed axes use {known} devices, which does "
+                    f"not divide the {num_devices} devices; choose sizes that divide {num_devices}")
+            sizes[sizes.index(-1)] = num_devices // known
+        if math.prod(sizes) != num_devices:
+            raise PartitioningError(
+                f"mesh {self.name} {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
+                f"{num_devices} are present; make the product of the sizes {num_devices} (or set one axis "
+                "to -1 to infer it)")
+        return tuple(sizes)
+
+    def make_mesh(self, devices: Sequence[jax.Device] | None = None) -> Mesh:
+        devices = list(jax.devices() if devices is None else devices)
+        return make_mesh(self.resolve(len(devices)), devices)
+
+
 def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh of the given shape over `devices` (default: all devices)."""
+    """A (data, fsdp, tensor) mesh of the given sizes. Uses jax's device order for the physical
+    topology (mesh_utils), so on TPU the `tensor` axis lands on the fastest interconnect."""
     devices = list(jax.devices() if devices is None else devices)
     shape = tuple(int(s) for s in shape)
     if len(shape) != len(MESH_AXES):
-        raise ValueError(f"mesh shape {shape} must give one size per axis {MESH_AXES}")
-    if int(np.prod(shape)) != len(devices):
-        raise ValueError(f"mesh shape {shape} has {int(np.prod(shape))} devices but {len(devices)} are "
-                         f"available: choose sizes whose product is {len(devices)}")
-    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+        raise PartitioningError(f"mesh shape {shape} must give one size per axis {MESH_AXES}")
+    if math.prod(shape) != len(devices):
+        raise PartitioningError(f"mesh shape {shape} has {math.prod(shape)} devices but {len(devices)} are "
+                                f"available: choose sizes whose product is {len(devices)}")
+    try:
+        from jax.experimental import mesh_utils
+
+        array = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError, AssertionError):
+        array = np.asarray(devices).reshape(shape)
+    return Mesh(array, MESH_AXES)
 
 
-def logical_to_sharding(logical_specs: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
-    """Maps a tree of logical PartitionSpecs to NamedShardings on `mesh`."""
-    def one(spec):
-        return NamedSharding(mesh, nn.logical_to_mesh_axes(spec, rules))
-    return jax.tree.map(one, logical_specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+# --------------------------------------------------------------------------------------------
+# Logical specs -> shardings
+# --------------------------------------------------------------------------------------------
+def logical_specs(boxed_tree: Any) -> Any:
+    """The logical PartitionSpec of every leaf of a tree carrying nn.Partitioned metadata (params,
+    or an optimizer state built from boxed params); unboxed leaves get PartitionSpec()."""
+    return nn.get_partition_spec(boxed_tree)
 
 
 def param_logical_specs(model: nn.Module, *init_args) -> Any:
     """The logical PartitionSpec of every parameter, from an abstract init (nothing allocated)."""
     abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *init_args))
-    return nn.get_partition_spec(abstract)["params"]
+    return logical_specs(abstract)["params"]
 
 
-def place(tree: Any, shardings: Any) -> Any:
-    """Puts a host tree (numpy) on devices with the given shardings."""
-    return jax.tree.map(jax.device_put, tree, shardings)
+def _is_spec(x) -> bool:
+    return isinstance(x, PartitionSpec)
+
+
+def mesh_spec(logical: PartitionSpec, rules) -> PartitionSpec:
+    return nn.logical_to_mesh_axes(logical, rules)
+
+
+def logical_to_sharding(specs: Any, mesh: Mesh, rules=DEFAULT_RULES, shapes: Any = None) -> Any:
+    """NamedShardings for a tree of logical PartitionSpecs. With `shapes` (a matching tree of arrays
+    or ShapeDtypeStructs) every sharded dimension is checked to divide evenly."""
+    rules = validate_rules(rules)
+    out = jax.tree.map(lambda s: NamedSharding(mesh, mesh_spec(s, rules)), specs, is_leaf=_is_spec)
+    if shapes is not None:
+        paths = jax.tree_util.tree_flatten_with_path(specs, is_leaf=_is_spec)[0]
+        for (path, logical), sharding, shaped in zip(paths, jax.tree.leaves(out), jax.tree.leaves(shapes)):
+            check_divisible(jax.tree_util.keystr(path), shaped.shape, logical, sharding)
+    return out
+
+
+def check_divisible(name: str, shape: Sequence[int], logical: PartitionSpec, sharding: NamedSharding):
+    """Raises PartitioningError if a dimension does not divide by the mesh axes it is sharded over."""
+    for dim, (size, axes) in enumerate(zip(shape, tuple(sharding.spec) + (None,) * len(shape))):
+        axes = _mesh_axes_of(axes)
+        ways = math.prod(sharding.mesh.shape[a] for a in axes)
+        if ways > 1 and size % ways:
+            label = logical[dim] if dim < len(logical) else None
+            raise PartitioningError(
+                f"{name}: dimension {dim} ({label}) has size {size}, not divisible by mesh axes "
+                f"{'x'.join(axes)} = {ways}; change the mesh shape or the rule for {label!r}")
+
+
+def abstract_with_shardings(abstract: Any, sharding_tree: Any) -> Any:
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract, sharding_tree)
+
+
+def init_sharded(init_fn: Callable, out_shardings: Any) -> Callable:
+    """jit(init_fn) whose outputs are created directly in their shards (never whole on a device)."""
+    return jax.jit(init_fn, out_shardings=out_shardings)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules=DEFAULT_RULES):
+    """Inside, `nn.with_logical_constraint` on activations becomes a sharding constraint."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(validate_rules(rules)):
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Host <-> devices
+# --------------------------------------------------------------------------------------------
+def place(tree: Any, sharding_tree: Any) -> Any:
+    """Puts a host tree (identical on every host) on devices with the given shardings."""
+    return jax.tree.map(
+        lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda index: np.asarray(x)[index]),
+        tree, sharding_tree)
+
+
+def batch_sharding(mesh: Mesh, rules=DEFAULT_RULES, ndim: int = 2) -> NamedSharding:
+    """Sharding of a [batch, length, ...] input: batch split by the `batch` rule."""
+    logical = PartitionSpec("batch", "length", *([None] * (ndim - 2)))[:ndim]
+    return NamedSharding(mesh, mesh_spec(logical, validate_rules(rules)))
+
+
+def host_batch_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh, rules=DEFAULT_RULES) -> dict:
+    """This process's rows of a batch -> global arrays (rows of all processes, in process order)."""
+    out = {}
+    for name, local in batch.items():
+        local = np.asarray(local)
+        sharding = batch_sharding(mesh, rules, local.ndim)
+        ways = math.prod(mesh.shape[a] for a in _mesh_axes_of(sharding.spec[0]))
+        global_rows = local.shape[0] * jax.process_count()
+        if global_rows % ways:
+            raise PartitioningError(f"batch feature {name!r}: {global_rows} rows do not divide over "
+                                    f"{ways} batch shards; use a global batch size divisible by {ways}")
+        out[name] = jax.make_array_from_process_local_data(sharding, local, (global_rows,) + local.shape[1:])
+    return out
 
 
 def gather_to_host(tree: Any) -> Any:
-    """Fetches a (possibly sharded) tree to host numpy arrays."""
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+    """Fetches a sharded tree to numpy on every host (all-gathering across processes if needed)."""
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(one, tree)
 
 
 def shard_from_host_slices(shape: Sequence[int], dtype, sharding: NamedSharding, fill) -> jax.Array:
@@ -87,3 +265,31 @@ def shard_from_host_slices(shape: Sequence[int], dtype, sharding: NamedSharding,
     arrays = [jax.device_put(buf, d) for (_, buf), (_, devices) in zip(slices, groups.values())
               for d in devices]
     return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-host start
+# --------------------------------------------------------------------------------------------
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, *, auto: bool = False) -> None:
+    """Starts JAX's multi-controller runtime when more than one process is configured.
+
+    Explicit arguments win; otherwise MMST_COORDINATOR / MMST_NUM_PROCESSES / MMST_PROCESS_ID are
+    read. On a TPU VM slice `auto=True` lets JAX discover everything. One process: nothing to do.
+    """
+    coordinator_address = coordinator_address or os.environ.get("MMST_COORDINATOR")
+    num_processes = num_processes or int(os.environ.get("MMST_NUM_PROCESSES", "1"))
+    if process_id is None and "MMST_PROCESS_ID" in os.environ:
+        process_id = int(os.environ["MMST_PROCESS_ID"])
+    if auto:
+        jax.distributed.initialize()
+        return
+    if num_processes <= 1:
+        return
+    if not coordinator_address or process_id is None:
+        raise PartitioningError(f"{num_processes} processes configured but the coordinator address or "
+                                "this process's id is missing: set both (or MMST_COORDINATOR and "
+                                "MMST_PROCESS_ID)")
+    # CPU processes (tests, simulations) need a collectives implementation; TPUs ignore this.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)

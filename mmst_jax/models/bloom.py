@@ -251,6 +251,27 @@ def _layer_norm(config: BloomConfig, name: str) -> nn.LayerNorm:
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
 
 
+class Projection(nn.Module):
+    """y = x . kernel + bias, contracting the last `contract` axes of x, with every kernel axis
+    logically named. (Flax's DenseGeneral initialises through a flat 2-D kernel, whose boxed names
+    cannot match a multi-dimensional kernel once a mesh is active.)"""
+
+    config: BloomConfig
+    features: tuple[int, ...]
+    kernel_axes: tuple[str | None, ...]  # input axes, then output axes
+    contract: int = 1
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        kernel = self.param("kernel", _dense_init(cfg, self.kernel_axes),
+                            x.shape[-self.contract:] + tuple(self.features), cfg.params_dtype)
+        bias = self.param("bias", nn.with_logical_partitioning(
+            nn.initializers.zeros, self.kernel_axes[self.contract:]), tuple(self.features), cfg.params_dtype)
+        y = jnp.tensordot(x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype), axes=self.contract)
+        return y + bias.astype(cfg.compute_dtype)
+
+
 class BloomAttention(nn.Module):
     """Multi-head attention with ALiBi and BLOOM's fused query_key_value ([heads, 3, head_dim])."""
 
@@ -259,11 +280,8 @@ class BloomAttention(nn.Module):
     @nn.compact
     def __call__(self, x: Array, bias: Array, cache_start: Array, decode: bool) -> Array:
         cfg = self.config
-        qkv = nn.DenseGeneral(
-            features=(cfg.n_head, 3, cfg.head_dim), dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
-            kernel_init=_dense_init(cfg, ("embed", "heads", None, "kv")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", None, "kv")),
-            name="query_key_value")(x)  # [batch, length, heads, 3, head_dim]
+        qkv = Projection(cfg, (cfg.n_head, 3, cfg.head_dim), ("embed", "heads", None, "kv"),
+                         name="query_key_value")(x)  # [batch, length, heads, 3, head_dim]
         q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
         k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
@@ -277,10 +295,8 @@ class BloomAttention(nn.Module):
         probs = nn.with_logical_constraint(probs, ("batch", "heads", "length", None))
         context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, q, heads, head_dim]
         context = nn.with_logical_constraint(context, ("batch", "length", "heads", "kv"))
-        out = nn.DenseGeneral(
-            features=cfg.hidden_size, axis=(-2, -1), dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
-            kernel_init=_dense_init(cfg, ("heads", "kv", "embed")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name="dense")(context)
+        out = Projection(cfg, (cfg.hidden_size,), ("heads", "kv", "embed"), contract=2,
+                         name="dense")(context)  # [batch, length, embed]
         return nn.with_logical_constraint(out, ("batch", "length", "embed"))
 
     def _update_cache(self, k: Array, v: Array, start: Array) -> tuple[Array, Array]:

@@ -275,11 +275,15 @@ def load_bloom(path: str | os.PathLike, *, mesh=None, dtype: str | None = None,
 
     from mmst_jax import partitioning
     from mmst_jax.models.bloom import BloomForCausalLM
-    import jax.numpy as jnp
+    import flax.linen as nn
     import jax
+    import jax.numpy as jnp
 
-    specs = partitioning.param_logical_specs(BloomForCausalLM(config), jnp.ones((1, 1), jnp.int32))
-    shardings = partitioning.logical_to_sharding(specs, mesh, rules or partitioning.DEFAULT_RULES)
+    boxed = jax.eval_shape(lambda: BloomForCausalLM(config).init(
+        jax.random.key(0), jnp.ones((1, 1), jnp.int32)))["params"]
+    shardings = partitioning.logical_to_sharding(
+        partitioning.logical_specs(boxed), mesh, rules or partitioning.DEFAULT_RULES,
+        shapes=nn.unbox(boxed))
     sources: dict[tuple[str, ...], list[tuple[str, int | None]]] = {}
     for name in ckpt.files:
         entry, layer = _entry(name)

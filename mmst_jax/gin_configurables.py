@@ -1,0 +1,13 @@
+"""The library classes that gin files may configure, registered once, at the edge.
+
+Library code never reads gin; the command modules import this module and build these objects
+through the registered names, so topology files can bind e.g. `partitioning.MeshConfig.shape`.
+"""
+
+import gin
+
+from mmst_jax import partitioning
+
+MeshConfig = gin.external_configurable(partitioning.MeshConfig, module="partitioning")
+initialize_distributed = gin.external_configurable(partitioning.initialize_distributed,
+                                                   module="partitioning")

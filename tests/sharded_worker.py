@@ -1,0 +1,101 @@
+"""Runs a sharded forward pass and a training step of a tiny BLOOM; prints the results as JSON.
+
+Used by the partitioning tests in fresh processes (simulated devices need XLA_FLAGS before JAX
+starts; the multi-host test starts two of these with jax.distributed).
+
+    python sharded_worker.py --mesh D,F,T [--coordinator HOST:PORT --num_processes N --process_id I]
+"""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mesh", default="1,1,1")
+    parser.add_argument("--coordinator")
+    parser.add_argument("--num_processes", type=int, default=1)
+    parser.add_argument("--process_id", type=int, default=0)
+    parser.add_argument("--output")
+    args = parser.parse_args()
+
+    from mmst_jax import partitioning
+
+    partitioning.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM
+
+    config = BloomConfig(vocab_size=256, hidden_size=64, n_layer=2, n_head=8)
+    model = BloomForCausalLM(config)
+    rules = partitioning.DEFAULT_RULES
+    mesh = partitioning.make_mesh([int(s) for s in args.mesh.split(",")])
+
+    # Parameters created directly in their shards from the abstract shapes.
+    ids_example = jnp.ones((1, 4), jnp.int32)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), ids_example))["params"]
+    specs = partitioning.logical_specs(boxed)
+    param_shardings = partitioning.logical_to_sharding(specs, mesh, rules, shapes=nn.unbox(boxed))
+    init = partitioning.init_sharded(
+        lambda rng: nn.unbox(model.init(rng, ids_example)["params"]), param_shardings)
+    params = init(jax.random.key(42))
+
+    # The global batch is the same everywhere; each process feeds only its own rows.
+    rs = np.random.RandomState(0)
+    global_ids = rs.randint(4, 256, size=(8, 12)).astype(np.int32)
+    global_mask = np.ones_like(global_ids)
+    global_mask[1, :5] = 0
+    global_mask[6, :2] = 0
+    rows = len(global_ids) // jax.process_count()
+    mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
+    batch = partitioning.host_batch_to_global(
+        {"ids": global_ids[mine], "mask": global_mask[mine]}, mesh, rules)
+
+    def loss_fn(p, ids, mask):
+        logits = model.apply({"params": p}, ids, mask)
+        logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32))
+        target_logp = jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
+        weights = (mask[:, 1:] * mask[:, :-1]).astype(jnp.float32)
+        return -(target_logp * weights).sum() / weights.sum(), logits
+
+    tx = optax.adamw(1e-2, weight_decay=0.1)
+    opt_state_shardings = partitioning.logical_to_sharding(
+        partitioning.logical_specs(jax.eval_shape(tx.init, boxed)), mesh, rules)
+    opt_state = jax.jit(tx.init, out_shardings=opt_state_shardings)(params)
+
+    @jax.jit
+    def step(p, o, ids, mask):
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, ids, mask)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, loss, logits, grads
+
+    with partitioning.activation_sharding(mesh, rules):
+        new_params, _, loss, logits, grads = step(params, opt_state, batch["ids"], batch["mask"])
+
+    logits, grads, new_params = partitioning.gather_to_host((logits, grads, new_params))
+    qkv = params["h"]["self_attention"]["query_key_value"]["kernel"]
+    result = {
+        "devices": jax.device_count(), "processes": jax.process_count(),
+        "loss": float(loss), "logits": logits[global_mask.astype(bool)].tolist(),
+        "grads": [np.asarray(g).ravel()[:64].tolist() + [float(np.abs(g).sum())]
+                  for g in jax.tree.leaves(grads)],
+        "new_params": [float(np.abs(np.asarray(p, np.float64)).sum()) for p in jax.tree.leaves(new_params)],
+        "qkv_shard_shape": list(qkv.addressable_shards[0].data.shape),
+    }
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f)
+    else:
+        print(json.dumps(result))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
