@@ -34,7 +34,7 @@ import warnings
 from dataclasses import dataclass, field, fields
 from typing import Callable, Sequence
 
-from mmst_jax.verify.cgroups import CgroupTree
+from mmst_jax.verify.cgroups import CgroupTree, tasks_in
 from mmst_jax.verify.results import ExecResult, Limits, classify
 
 log = logging.getLogger(__name__)
@@ -362,6 +362,33 @@ class Sandbox:
         self._restart()
         return failed
 
+    @property
+    def program_uids(self) -> range:
+        """The uids programs run under (root mode; in other modes programs keep the caller's)."""
+        return range(self._uid_base, self._uid_base + self.n_lanes)
+
+    def _container_pid(self) -> int:
+        pid = self._container.proc.pid
+        if self.protections.user_ns:  # the first process only waits for the worker it forked
+            children = _children(pid)
+            pid = children[0] if children else pid
+        return pid
+
+    def stray_processes(self) -> list[int]:
+        """Processes of programs still alive while no program runs: the lanes' cgroups should
+        hold only the lanes, and no process should run under a program uid. Empty is good."""
+        strays = set()
+        if self._container is not None and self._cgroups.pids is not None:
+            lanes = set(_children(self._container_pid()))
+            for path in self._cgroups.slot_dirs:
+                if path.startswith(self._cgroups.pids.base):
+                    strays.update(p for p in tasks_in(path) if p not in lanes)
+        if self.protections.setuid:
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and _uid_of(int(entry)) in self.program_uids:
+                    strays.add(int(entry))
+        return sorted(strays)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -385,6 +412,25 @@ class Sandbox:
             self.close()
         except Exception:
             pass
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _uid_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def run_programs(programs: Sequence[str], limits: Limits | None = None, entry: str = "solution",
