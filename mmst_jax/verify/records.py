@@ -109,4 +109,4 @@ def write_jsonl(path: str | epath.Path, records: Iterable[dict]) -> None:
     with tmp.open("w") as f:
         for record in records:
             f.write(dumps(record))
-    tmp.rename(p)
+    tmp.replace(p)

@@ -1,0 +1,143 @@
+"""`mmst verify` end to end, the verifier over records, and the sandbox's other isolation modes."""
+
+import json
+import warnings
+
+import pytest
+
+from mmst_jax.verify.command import main
+from mmst_jax.verify.results import Limits, classify, parse_result_line
+from mmst_jax.verify.sandbox import Sandbox
+
+FAST = ["--timeout", "1", "--lanes", "4", "--no-progress"]
+
+
+def sample(i, method, completion, gold, **extra):
+    return {"problem_id": f"p{i}", "dataset": "gsm8k", "method": method, "sample_index": 0,
+            "round": 0, "prompt": "Q", "completion": completion, "gold": gold, "seed": 7, **extra}
+
+
+def write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def samples(tmp_path):
+    records = []
+    for i in range(12):
+        records.append(sample(i, "text", f"Half of {2 * i} is {i}. The answer is {i}.", f"...\n#### {i}"))
+        body = "    while True:\n        pass\n" if i == 5 else f"    return {i} + {i % 2}\n"
+        records.append(sample(i, "code", f"def solution():\n{body}", f"...\n#### {i}"))
+    records.append(sample(99, "text", "I do not know.", "#### 3"))
+    return write(tmp_path / "samples.jsonl", records)
+
+
+def test_verify_writes_verified_records_in_input_order(samples, tmp_path, capsys):
+    out = tmp_path / "out" / "verified.jsonl"
+    assert main(["--input", str(samples), "--output", str(out), *FAST]) == 0
+    got, given = read(out), read(samples)
+    assert [(r["problem_id"], r["method"]) for r in got] == [(r["problem_id"], r["method"]) for r in given]
+    for v, s in zip(got, given):
+        assert {k: v[k] for k in s} == s  # every sample field kept
+        assert set(v) - set(s) == {"answer", "correct", "status", "detail", "elapsed_ms"}
+    code = {r["problem_id"]: r for r in got if r["method"] == "code"}
+    assert code["p4"]["status"] == "ok" and code["p4"]["correct"] and code["p4"]["answer"] == "4"
+    assert code["p3"]["answer"] == "4" and not code["p3"]["correct"]
+    assert code["p5"]["status"] == "timeout" and not code["p5"]["correct"]
+    text = [r for r in got if r["method"] == "text"]
+    assert all(r["correct"] for r in text[:-1])
+    assert text[-1]["status"] == "no_answer" and text[-1]["answer"] is None
+    err = capsys.readouterr().err
+    assert "text: 12/13 correct" in err and "code: 6/12 correct" in err and "sandbox mode" in err
+    assert not (out.parent / "verified.jsonl.partial").exists()
+
+
+def test_a_rerun_after_a_crash_verifies_only_what_is_missing(samples, tmp_path, capsys):
+    out = tmp_path / "verified.jsonl"
+    assert main(["--input", str(samples), "--output", str(out), *FAST]) == 0
+    full = read(out)
+    # a crash: the output never written, the progress log torn in the middle of a line
+    partial = tmp_path / "verified.jsonl.partial"
+    kept = [r for r in full if r["problem_id"] != "p5"]
+    partial.write_text("".join(json.dumps(r) + "\n" for r in kept[:10]) + json.dumps(kept[10])[:40])
+    out.unlink()
+    capsys.readouterr()
+    assert main(["--input", str(samples), "--output", str(out), *FAST]) == 0
+    assert "(10 reused from an earlier run)" in capsys.readouterr().err
+    again = read(out)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "elapsed_ms"} for r in rs]  # noqa: E731
+    assert strip(again) == strip(full)
+    assert not partial.exists()
+    # and with the output complete, nothing is verified again
+    assert main(["--input", str(samples), "--output", str(out), *FAST]) == 0
+    assert f"({len(full)} reused from an earlier run)" in capsys.readouterr().err
+
+
+def test_changed_completions_are_verified_again(samples, tmp_path):
+    out = tmp_path / "verified.jsonl"
+    assert main(["--input", str(samples), "--output", str(out), *FAST]) == 0
+    records = read(samples)
+    records[1]["completion"] = "def solution():\n    return 'zero'\n"
+    write(samples, records)
+    assert main(["--input", str(samples), "--output", str(out), *FAST]) == 0
+    changed = read(out)[1]
+    assert changed["status"] == "no_answer" and "'zero'" in changed["detail"]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "bad.jsonl:2: not valid JSON"),
+    (json.dumps({"problem_id": 1}), "bad.jsonl:2: missing field(s) dataset, method"),
+    (json.dumps(sample(1, "latin", "x", "#### 1")), "bad.jsonl:2: method must be one of text, code"),
+    (json.dumps(sample(1, "code", 5, "#### 1")), "bad.jsonl:2: completion must be a string"),
+    (json.dumps(sample(1, "text", "x", "#### many")), "bad.jsonl:2: gold '#### many' has no number answer"),
+])
+def test_malformed_records_are_named_by_file_and_line(tmp_path, capsys, line, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(sample(0, "text", "The answer is 1.", "#### 1")) + "\n" + line + "\n")
+    assert main(["--input", str(bad), "--output", str(tmp_path / "o.jsonl"), *FAST]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_repeated_samples_and_missing_files_are_errors(tmp_path, capsys):
+    one = write(tmp_path / "a.jsonl", [sample(0, "text", "The answer is 1.", "#### 1")])
+    assert main(["--input", str(one), "--input", str(one), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "repeats sample" in capsys.readouterr().err
+    assert main(["--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_result_channel_parsing_is_strict():
+    assert parse_result_line(b'{"value": 3}\n') == {"value": 3}
+    assert parse_result_line(b'{"value": [1, 2.5, "a"]}\n') == {"value": [1, 2.5, "a"]}
+    for raw, why in [(b'{"value": true}\n', "bool"), (b'{"value": Infinity}\n', "not a number"),
+                     (b'{"value": {"a": 1}}\n', "dict"), (b'{"value": [[1]]}\n', "list"),
+                     (b'{"value": 1, "correct": true}\n', "malformed"), (b"\x80\x03}\n", "malformed"),
+                     (b'{"value": 1}', "exactly one line"), (b"1" * 20000 + b"\n", "over")]:
+        assert why in parse_result_line(raw)["rejected"], raw
+    assert classify({"killed": None, "exit": 0}).status == "error"
+    assert classify({"killed": None, "signal": 9, "cpu_s": 3.0, "cpu_limit": 2}).status == "timeout"
+    assert classify({"killed": None, "signal": 9, "oom": True}).status == "memory"
+
+
+@pytest.mark.parametrize("isolation", ["userns", "none"])
+def test_other_isolation_modes_run_programs_and_say_what_they_lack(isolation):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Sandbox(lanes=2, limits=Limits(timeout_s=1.0), isolation=isolation) as box:
+            results = box.run(["def solution():\n    return 6 * 7\n",
+                               "def solution():\n    while True:\n        pass\n",
+                               "def solution():\n    return 1 / 0\n"])
+            prot = box.protections
+    assert [r.status for r in results] == ["ok", "timeout", "error"]
+    assert results[0].value == 42
+    if isolation == "none":
+        assert prot.missing() and not prot.pid_ns and not prot.private_root
+        assert any("degraded" in str(w.message) for w in caught)
+    elif prot.user_ns:
+        assert prot.pid_ns and prot.private_root and prot.caps_dropped and not prot.setuid
