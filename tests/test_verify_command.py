@@ -82,11 +82,11 @@ def test_changed_completions_are_verified_again(samples, tmp_path):
     out = tmp_path / "verified.jsonl"
     assert main(["--input", str(samples), "--output", str(out), *FAST]) == 0
     records = read(samples)
-    records[1]["completion"] = "def solution():\n    return 'zero'\n"
+    records[1]["completion"] = "def solution():\n    return 'nothing'\n"
     write(samples, records)
     assert main(["--input", str(samples), "--output", str(out), *FAST]) == 0
     changed = read(out)[1]
-    assert changed["status"] == "no_answer" and "'zero'" in changed["detail"]
+    assert changed["status"] == "no_answer" and "'nothing'" in changed["detail"]
 
 
 @pytest.mark.parametrize("line, message", [
