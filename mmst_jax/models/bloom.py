@@ -16,8 +16,10 @@ block (`nn.scan`) under a remat policy, so compile time does not grow with depth
 
 Masks: `attention_mask` [batch, length] marks real tokens (left or right padding, as in HF);
 `segment_ids` [batch, length] marks packed examples (0 = padding), which never see each other and
-whose ALiBi positions restart at 0. With `decode=True` the layers read and write a KV cache
-(collection `cache`) and `attention_mask` covers the whole cache length.
+whose ALiBi positions restart at 0. With `decode=True` the layers read a KV cache (collection
+`cache`, from `init_cache`) and the model writes this call's keys/values into it once, after the
+scanned layers; `attention_mask` covers the whole cache length. A cache may carry a shared prefix
+(keys/values [layers, P, heads, head_dim], held once for the batch) that every row attends to first.
 """
 
 from __future__ import annotations
@@ -273,44 +275,56 @@ class Projection(nn.Module):
 
 
 class BloomAttention(nn.Module):
-    """Multi-head attention with ALiBi and BLOOM's fused query_key_value ([heads, 3, head_dim])."""
+    """Multi-head attention with ALiBi and BLOOM's fused query_key_value ([heads, 3, head_dim]).
+
+    Keys come in up to three parts, scored together under one softmax:
+      prefix  [P, heads, head_dim]         a shared prefix, held once for the whole batch (decode)
+      cache   [batch, C, heads, head_dim]  this row's cached keys (decode; read-only here)
+      new     [batch, T, heads, head_dim]  the keys of this call's tokens
+    Returns the output [batch, T, embed] and this call's (k, v), which the caller writes to its cache.
+    """
 
     config: BloomConfig
 
     @nn.compact
-    def __call__(self, x: Array, bias: Array, cache_start: Array, decode: bool) -> Array:
+    def __call__(self, x: Array, bias: Array, context: dict, kv_cache: dict) -> tuple[Array, tuple]:
         cfg = self.config
         qkv = Projection(cfg, (cfg.n_head, 3, cfg.head_dim), ("embed", "heads", None, "kv"),
                          name="query_key_value")(x)  # [batch, length, heads, 3, head_dim]
         q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
-        q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
-        k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
-        v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
-        if decode:
-            k, v = self._update_cache(k, v, cache_start)  # [batch, cache_length, heads, head_dim]
-
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores / math.sqrt(cfg.head_dim) + bias  # [batch, heads, q, k], fp32
-        probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
-        probs = nn.with_logical_constraint(probs, ("batch", "heads", "length", None))
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, q, heads, head_dim]
-        context = nn.with_logical_constraint(context, ("batch", "length", "heads", "kv"))
-        out = Projection(cfg, (cfg.hidden_size,), ("heads", "kv", "embed"), contract=2,
-                         name="dense")(context)  # [batch, length, embed]
-        return nn.with_logical_constraint(out, ("batch", "length", "embed"))
-
-    def _update_cache(self, k: Array, v: Array, start: Array) -> tuple[Array, Array]:
-        """Writes this call's keys/values at cache slot `start` and returns the whole cache."""
-        if not self.has_variable("cache", "cached_key"):
-            raise ValueError("decode=True needs a KV cache: pass variables from init_cache(...) "
-                             "and mutable=['cache']")
-        cached_key = self.variable("cache", "cached_key", lambda: None)
-        cached_value = self.variable("cache", "cached_value", lambda: None)
-        cached_key.value = jax.lax.dynamic_update_slice_in_dim(cached_key.value, k.astype(cached_key.value.dtype), start, axis=1)
-        cached_value.value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, v.astype(cached_value.value.dtype), start, axis=1)
         names = ("batch", "length", "heads", "kv")
-        return (nn.with_logical_constraint(cached_key.value, names),
-                nn.with_logical_constraint(cached_value.value, names))
+        q = nn.with_logical_constraint(q, names)
+        k = nn.with_logical_constraint(k, names)
+        v = nn.with_logical_constraint(v, names)
+
+        # (scores [batch|1, heads, q, keys] fp32, values, einsum for probs @ values) per key part
+        parts = []
+        if "prefix_key" in kv_cache:
+            pk = nn.with_logical_constraint(kv_cache["prefix_key"], ("length", "heads", "kv"))
+            pv = nn.with_logical_constraint(kv_cache["prefix_value"], ("length", "heads", "kv"))
+            s = jnp.einsum("bqhd,khd->bhqk", q, pk.astype(q.dtype), preferred_element_type=jnp.float32)
+            parts.append((s / math.sqrt(cfg.head_dim) + context["prefix_bias"], pv, "bhqk,khd->bqhd"))
+        if "cached_key" in kv_cache:
+            ck = nn.with_logical_constraint(kv_cache["cached_key"], names)
+            cv = nn.with_logical_constraint(kv_cache["cached_value"], names)
+            s = jnp.einsum("bqhd,bkhd->bhqk", q, ck.astype(q.dtype), preferred_element_type=jnp.float32)
+            parts.append((s / math.sqrt(cfg.head_dim) + context["cache_bias"], cv, "bhqk,bkhd->bqhd"))
+        s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        parts.append((s / math.sqrt(cfg.head_dim) + bias, v, "bhqk,bkhd->bqhd"))
+
+        scores = jnp.concatenate([p[0] for p in parts], axis=-1) if len(parts) > 1 else parts[0][0]
+        probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)  # [batch, heads, q, keys]
+        probs = nn.with_logical_constraint(probs, ("batch", "heads", "length", None))
+        out, offset = None, 0
+        for s, values, spec in parts:
+            width = s.shape[-1]
+            piece = jnp.einsum(spec, probs[..., offset:offset + width], values.astype(probs.dtype))
+            out = piece if out is None else out + piece  # [batch, q, heads, head_dim]
+            offset += width
+        out = nn.with_logical_constraint(out, names)
+        out = Projection(cfg, (cfg.hidden_size,), ("heads", "kv", "embed"), contract=2,
+                         name="dense")(out)  # [batch, length, embed]
+        return nn.with_logical_constraint(out, ("batch", "length", "embed")), (k, v)
 
 
 class BloomMLP(nn.Module):
@@ -333,31 +347,47 @@ class BloomMLP(nn.Module):
 
 
 class BloomBlock(nn.Module):
-    """One pre-LayerNorm decoder layer; the call signature is nn.scan's (carry, broadcast inputs)."""
+    """One pre-LayerNorm decoder layer; the call signature is nn.scan's:
+    (carry h, broadcast bias, broadcast context, scanned per-layer kv_cache) -> (h, this layer's (k, v))."""
 
     config: BloomConfig
     decode: bool = False
 
     @nn.compact
-    def __call__(self, h: Array, bias: Array, cache_start: Array) -> tuple[Array, None]:
+    def __call__(self, h: Array, bias: Array, context: dict, kv_cache: dict) -> tuple[Array, Any]:
         cfg = self.config
         a = _layer_norm(cfg, "input_layernorm")(h)
         residual = a if cfg.apply_residual_connection_post_layernorm else h
-        h = BloomAttention(cfg, name="self_attention")(a, bias, cache_start, self.decode) + residual
+        attn, kv = BloomAttention(cfg, name="self_attention")(a, bias, context, kv_cache)
+        h = attn + residual
         m = _layer_norm(cfg, "post_attention_layernorm")(h)
         residual = m if cfg.apply_residual_connection_post_layernorm else h
         h = BloomMLP(cfg, name="mlp")(m) + residual
-        return nn.with_logical_constraint(h, ("batch", "length", "embed")), None
+        # Only decoding needs the new keys/values; a training forward does not keep them.
+        return nn.with_logical_constraint(h, ("batch", "length", "embed")), (kv if self.decode else None)
+
+
+CACHE_KEYS = ("cached_key", "cached_value")
+PREFIX_KEYS = ("prefix_key", "prefix_value")
 
 
 class BloomForCausalLM(nn.Module):
-    """BLOOM with its tied LM head. `__call__` returns logits [batch, length, vocab]."""
+    """BLOOM with its tied LM head. `__call__` returns logits [batch, length, vocab]
+    ([batch, 1, vocab] with last_logits_only: the last position's, all a sampler needs).
+
+    decode=True reads and writes the KV cache (collection `cache`, made by `init_cache`): this call's
+    tokens go to cache slots [index, index + length), `attention_mask` [batch, cache_length] marks the
+    slots that hold real tokens. prefill=True says the cache is empty (index 0), so attention skips
+    it. A cache made with a shared prefix lets every row attend to the prefix's keys/values first;
+    ALiBi positions of the rows' own tokens continue from the prefix length.
+    """
 
     config: BloomConfig
 
     @nn.compact
     def __call__(self, input_ids: Array, attention_mask: Array | None = None, *,
-                 segment_ids: Array | None = None, decode: bool = False) -> Array:
+                 segment_ids: Array | None = None, decode: bool = False, prefill: bool = False,
+                 last_logits_only: bool = False) -> Array:
         cfg = self.config
         batch, length = input_ids.shape
         embed = nn.Embed(
@@ -367,17 +397,33 @@ class BloomForCausalLM(nn.Module):
         h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
         h = _layer_norm(cfg, "word_embeddings_layernorm")(h)
 
+        context, kv_cache = {}, {}
         if decode:
             if attention_mask is None or segment_ids is not None:
                 raise ValueError("decode=True takes attention_mask over the whole cache length "
                                  "and no segment_ids")
+            if not self.has_variable("cache", "cached_key"):
+                raise ValueError("decode=True needs a KV cache: pass variables from init_cache(...) "
+                                 "and mutable=['cache']")
             index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
-            cache_start = index.value
-            query_index = cache_start + jnp.arange(length)
-            index.value = cache_start + length
-            bias = attention_bias(cfg, attention_mask, token_positions(attention_mask), query_index)
+            cache = {name: self.get_variable("cache", name) for name in CACHE_KEYS}
+            start = index.value
+            index.value = start + length
+            prefix_length = 0
+            if self.has_variable("cache", "prefix_key"):
+                kv_cache.update({name: self.get_variable("cache", name) for name in PREFIX_KEYS})
+                prefix_length = kv_cache["prefix_key"].shape[1]  # [layers, P, heads, head_dim]
+                slopes = jnp.asarray(alibi_slopes(cfg.n_head))
+                context["prefix_bias"] = (slopes[None, :, None, None]
+                                          * jnp.arange(prefix_length, dtype=jnp.float32))  # [1, heads, 1, P]
+            positions = token_positions(attention_mask) + prefix_length  # [batch, cache_length]
+            full = attention_bias(cfg, attention_mask, positions, start + jnp.arange(length))
+            bias = jax.lax.dynamic_slice_in_dim(full, start, length, axis=3)  # [batch, heads, q, q]
+            if not prefill:  # earlier slots only: this call's own slots are scored as new keys
+                slot = jnp.arange(attention_mask.shape[-1])
+                context["cache_bias"] = jnp.where(slot < start, full, jnp.finfo(jnp.float32).min)
+                kv_cache.update(cache)
         else:
-            cache_start = jnp.zeros((), jnp.int32)
             if segment_ids is not None:
                 valid = segment_ids != 0
             elif attention_mask is not None:
@@ -393,10 +439,18 @@ class BloomForCausalLM(nn.Module):
             block = nn.remat(block, prevent_cse=False,
                              policy=None if policy == "full" else policy)
         layers = nn.scan(
-            block, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True},
-            in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layer, metadata_params={nn.PARTITION_NAME: "layers"})
-        h, _ = layers(cfg, decode=decode, name="h")(h, bias, cache_start)
+            block, variable_axes={"params": 0}, split_rngs={"params": True},
+            in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.n_layer,
+            metadata_params={nn.PARTITION_NAME: "layers"})
+        h, new_kv = layers(cfg, decode=decode, name="h")(h, bias, context, kv_cache)
 
+        if decode:  # write this call's keys/values [layers, batch, length, heads, head_dim] in place
+            for name, new in zip(CACHE_KEYS, new_kv):
+                old = cache[name]
+                new = nn.with_logical_constraint(new.astype(old.dtype), CACHE_AXES[name])
+                self.put_variable("cache", name, jax.lax.dynamic_update_slice_in_dim(old, new, start, axis=2))
+        if last_logits_only:
+            h = h[:, -1:]
         h = _layer_norm(cfg, "ln_f")(h)
         logits = embed.attend(h)  # tied LM head: [batch, length, vocab]
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
@@ -409,9 +463,48 @@ def init_params(config: BloomConfig, rng: Array, batch: int = 1, length: int = 8
     return nn.unbox(variables["params"])
 
 
-def init_cache(config: BloomConfig, batch: int, cache_length: int, dtype=None):
-    """A zero KV cache for `decode=True`: per layer [batch, cache_length, heads, head_dim]."""
+# Logical axes of every cache entry (the scanned layer axis first).
+CACHE_AXES = {
+    "cached_key": ("layers", "batch", "length", "heads", "kv"),
+    "cached_value": ("layers", "batch", "length", "heads", "kv"),
+    "prefix_key": ("layers", "length", "heads", "kv"),
+    "prefix_value": ("layers", "length", "heads", "kv"),
+    "index": (),
+}
+
+
+# Logical axes of every cache entry (the scanned layer axis first).
+CACHE_AXES = {
+    "cached_key": ("layers", "batch", "length", "heads", "kv"),
+    "cached_value": ("layers", "batch", "length", "heads", "kv"),
+    "prefix_key": ("layers", "length", "heads", "kv"),
+    "prefix_value": ("layers", "length", "heads", "kv"),
+    "index": (),
+}
+
+
+def init_cache(config: BloomConfig, batch: int, cache_length: int, dtype=None, *,
+               prefix: Mapping[str, Array] | None = None) -> dict[str, Array]:
+    """A zero KV cache for `decode=True`: cached_key/value [layers, batch, cache_length, heads,
+    head_dim] and the write index.
+
+    prefix: the cache of a batch-1 prefill over a shared prefix (filled to its end). Its keys and
+    values are kept once, as prefix_key/value [layers, P, heads, head_dim], and every row attends
+    to them before its own cache; they are neither recomputed nor copied per row.
+    """
     dtype = dtype or config.compute_dtype
     shape = (config.n_layer, batch, cache_length, config.n_head, config.head_dim)
-    layer_cache = {"cached_key": jnp.zeros(shape, dtype), "cached_value": jnp.zeros(shape, dtype)}
-    return {"h": {"self_attention": layer_cache}, "index": jnp.zeros((), jnp.int32)}
+    cache = {"cached_key": jnp.zeros(shape, dtype), "cached_value": jnp.zeros(shape, dtype),
+             "index": jnp.zeros((), jnp.int32)}
+    if prefix is not None:
+        if prefix["cached_key"].shape[1] != 1:
+            raise ValueError(f"a shared prefix comes from a batch-1 cache, got batch "
+                             f"{prefix['cached_key'].shape[1]}")
+        cache["prefix_key"] = prefix["cached_key"][:, 0].astype(dtype)
+        cache["prefix_value"] = prefix["cached_value"][:, 0].astype(dtype)
+    return cache
+
+
+def cache_logical_axes(cache: Mapping[str, Array]) -> dict[str, jax.sharding.PartitionSpec]:
+    """The logical PartitionSpec of every entry of a cache from `init_cache`."""
+    return {name: jax.sharding.PartitionSpec(*CACHE_AXES[name]) for name in cache}
