@@ -3,7 +3,10 @@
 Used by the partitioning tests in fresh processes (simulated devices need XLA_FLAGS before JAX
 starts; the multi-host test starts two of these with jax.distributed).
 
-    python sharded_worker.py --mesh D,F,T [--coordinator HOST:PORT --num_processes N --process_id I]
+    python sharded_worker.py --mesh D,F,T [--mesh ...] [--coordinator HOST:PORT --num_processes N
+                             --process_id I] [--output results.json]
+
+A mesh using fewer devices than there are takes the first ones (1,1,1 is the one-device reference).
 """
 
 import argparse
@@ -15,7 +18,7 @@ import numpy as np
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mesh", default="1,1,1")
+    parser.add_argument("--mesh", action="append", required=True)
     parser.add_argument("--coordinator")
     parser.add_argument("--num_processes", type=int, default=1)
     parser.add_argument("--process_id", type=int, default=0)
@@ -26,17 +29,29 @@ def main():
 
     partitioning.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
+    results = [run(tuple(int(x) for x in m.split(","))) for m in args.mesh]
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(results, f)
+    else:
+        print(json.dumps(results))
+    sys.stdout.flush()
+
+
+def run(mesh_shape):
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
     import optax
 
+    from mmst_jax import partitioning
     from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM
 
     config = BloomConfig(vocab_size=256, hidden_size=64, n_layer=2, n_head=8)
     model = BloomForCausalLM(config)
     rules = partitioning.DEFAULT_RULES
-    mesh = partitioning.make_mesh([int(s) for s in args.mesh.split(",")])
+    size = mesh_shape[0] * mesh_shape[1] * mesh_shape[2]
+    mesh = partitioning.make_mesh(mesh_shape, jax.devices()[:size])
 
     # Parameters created directly in their shards from the abstract shapes.
     ids_example = jnp.ones((1, 4), jnp.int32)
@@ -82,6 +97,7 @@ def main():
     logits, grads, new_params = partitioning.gather_to_host((logits, grads, new_params))
     qkv = params["h"]["self_attention"]["query_key_value"]["kernel"]
     result = {
+        "mesh": list(mesh_shape),
         "devices": jax.device_count(), "processes": jax.process_count(),
         "loss": float(loss), "logits": logits[global_mask.astype(bool)].tolist(),
         "grads": [np.asarray(g).ravel()[:64].tolist() + [float(np.abs(g).sum())]
@@ -89,12 +105,7 @@ def main():
         "new_params": [float(np.abs(np.asarray(p, np.float64)).sum()) for p in jax.tree.leaves(new_params)],
         "qkv_shard_shape": list(qkv.addressable_shards[0].data.shape),
     }
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f)
-    else:
-        print(json.dumps(result))
-    sys.stdout.flush()
+    return result
 
 
 if __name__ == "__main__":
