@@ -42,6 +42,12 @@ def run_one(sandbox, code):
     return sandbox.run([code])[0]
 
 
+def require(sandbox, *names):
+    for name in names:
+        if not getattr(sandbox.protections, name):
+            pytest.skip(f"{name} is not active here: {sandbox.protections.describe()}")
+
+
 def assert_no_strays(sandbox):
     deadline = time.monotonic() + 5.0
     while sandbox.stray_processes() and time.monotonic() < deadline:
@@ -50,7 +56,7 @@ def assert_no_strays(sandbox):
 
 
 # ---- the simple cases: one program, one exact outcome -------------------------------------
-# (name, code, status, detail substring or None, value)
+# (name, code, status, detail substring or None, value[, the protection it needs])
 BANK = [
     ("infinite loop", "def solution():\n    while True:\n        pass\n", "timeout", "wall clock", None),
     ("sleep past the wall limit", "import time\ndef solution():\n    time.sleep(60)\n", "timeout", "wall clock", None),
@@ -65,36 +71,43 @@ BANK = [
     ("output flood on stderr", "import sys\ndef solution():\n    while True:\n        sys.stderr.write('y' * 4096)\n",
      "output_limit", None, None),
     ("write outside its directory", "def solution():\n    open('/usr/evil.txt', 'w').write('x')\n",
-     "error", "Read-only file system", None),
-    ("read /etc/passwd", "def solution():\n    return open('/etc/passwd').read()\n", "error", "FileNotFoundError", None),
+     "error", "Read-only file system", None, "private_root"),
+    ("read /etc/passwd", "def solution():\n    return open('/etc/passwd').read()\n", "error", "FileNotFoundError", None, "private_root"),
     ("read the parent's /proc", "import os\ndef solution():\n    return open(f'/proc/{os.getppid()}/environ').read()\n",
-     "error", "FileNotFoundError", None),
-    ("list /proc", "import os\ndef solution():\n    return os.listdir('/proc')\n", "error", "FileNotFoundError", None),
+     "error", "FileNotFoundError", None, "private_root"),
+    ("list /proc", "import os\ndef solution():\n    return os.listdir('/proc')\n", "error", "FileNotFoundError", None, "private_root"),
     ("environment snooping", "import os\ndef solution():\n    return str(sorted(os.environ.items()))\n", "ok", None, "[]"),
     ("kill the parent and everything visible",
      "import os, signal\ndef solution():\n    for pid in (os.getppid(), 0, -1, *range(1, 400)):\n        try:\n"
      "            os.kill(pid, signal.SIGKILL)\n        except OSError:\n            pass\n    return 'alive'\n",
-     "ok", None, "alive"),
+     "ok", None, "alive", "pid_ns"),
     ("os._exit before returning", "import os\ndef solution():\n    os._exit(0)\n", "error", "exited with status 0", None),
     ("sys.exit inside solution", "import sys\ndef solution():\n    sys.exit(0)\n", "error", "SystemExit", None),
     ("SystemExit at import", "raise SystemExit(3)\ndef solution():\n    return 1\n", "error", "SystemExit: 3", None),
     ("KeyboardInterrupt", "def solution():\n    raise KeyboardInterrupt\n", "error", "KeyboardInterrupt", None),
     ("import posix to run a shell", "import posix\ndef solution():\n    return posix.system('cat /etc/passwd > /dev/null 2>&1')\n",
-     "ok", None, 256),
+     "ok", None, 256, "private_root"),
     ("ctypes NULL dereference", "import ctypes\ndef solution():\n    return ctypes.string_at(0)\n", "error", "SIGSEGV", None),
-    ("ctypes setuid(0)", "import ctypes\ndef solution():\n    return ctypes.CDLL(None).setuid(0)\n", "ok", None, -1),
+    ("ctypes setuid(0)", "import ctypes\ndef solution():\n    return ctypes.CDLL(None).setuid(0)\n", "ok", None, -1, "caps_dropped"),
     ("SysV shared memory that would outlive it",
-     "import ctypes\ndef solution():\n    return ctypes.CDLL(None).shmget(0, 1 << 20, 0o1000 | 0o600)\n", "ok", None, -1),
+     "import ctypes\ndef solution():\n    return ctypes.CDLL(None).shmget(0, 1 << 20, 0o1000 | 0o600)\n", "ok", None, -1, "ipc_ns"),
     ("exhaust file descriptors", "import os\ndef solution():\n    return [os.open('/dev/null', os.O_RDONLY) for _ in range(10**4)]\n",
      "error", "Too many open files", None),
     ("one giant file", "def solution():\n    open('big', 'wb').write(b'x' * (64 * 2**20))\n", "error", "File too large", None),
     ("fill the temporary file system",
      "def solution():\n    for i in range(100):\n        open(f'f{i}', 'wb').write(b'x' * (4 * 2**20 - 1))\n",
-     "error", "No space left on device", None),
+     "error", "No space left on device", None, "private_root"),
     ("peek into another lane's directory",
      "import os\ndef solution():\n    return [os.listdir('/tmp/' + d) for d in os.listdir('/tmp')]\n",
-     "error", "PermissionError", None),
-    ("chroot / setuid in Python", "import os\ndef solution():\n    os.setuid(0)\n", "error", "PermissionError", None),
+     "error", "PermissionError", None, "setuid"),
+    ("a user namespace of its own", "import ctypes\ndef solution():\n    return ctypes.CDLL(None).unshare(0x10000000)\n",
+     "ok", None, -1, "seccomp"),
+    ("namespaces through clone", "import ctypes, platform\ndef solution():\n    return ctypes.CDLL(None).syscall({'x86_64': 56, 'aarch64': 220}[platform.machine()], 0x10000000 | 17, 0, 0, 0, 0)\n",
+     "ok", None, -1, "seccomp"),
+    ("mount a tmpfs", "import ctypes\ndef solution():\n    return ctypes.CDLL(None).mount(b'none', b'/tmp', b'tmpfs', 0, None)\n",
+     "ok", None, -1, "seccomp"),
+    ("ptrace", "import ctypes\ndef solution():\n    return ctypes.CDLL(None).ptrace(16, 1, 0, 0)\n", "ok", None, -1, "seccomp"),
+    ("chroot / setuid in Python", "import os\ndef solution():\n    os.setuid(0)\n", "error", "PermissionError", None, "caps_dropped"),
     ("lying __eq__", "class Any:\n    def __eq__(self, other):\n        return True\ndef solution():\n    return Any()\n",
      "rejected", "not an int, float, str", None),
     ("float subclass with a lying __float__",
@@ -120,9 +133,11 @@ BANK = [
 ]
 
 
-@pytest.mark.parametrize("name, code, status, detail, value", BANK, ids=[b[0] for b in BANK])
-def test_attack(sandbox, host_files, name, code, status, detail, value):
+@pytest.mark.parametrize("case", BANK, ids=[b[0] for b in BANK])
+def test_attack(sandbox, host_files, case):
+    name, code, status, detail, value, *needs = case
     _, sentinel = host_files
+    require(sandbox, *needs)
     result = run_one(sandbox, code)
     assert result.status == status, result
     if detail is not None:
@@ -138,6 +153,7 @@ def test_the_bank_is_large():
 
 # ---- attacks on the host's files, sockets and processes ------------------------------------
 def test_host_files_cannot_be_written_read_or_deleted(sandbox, host_files, data_dir):
+    require(sandbox, "private_root")
     root, sentinel = host_files
     programs = [
         f"def solution():\n    open({str(sentinel)!r}, 'w').write('owned')\n",
@@ -162,6 +178,7 @@ def test_files_inside_its_directory_are_private_and_gone_afterwards(sandbox):
 
 
 def test_socket_to_a_host_listener_does_not_connect(sandbox):
+    require(sandbox, "net_ns")
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -197,6 +214,7 @@ def test_environment_of_the_host_does_not_leak(monkeypatch):
 
 
 def test_killing_siblings_leaves_them_running(sandbox):
+    require(sandbox, "pid_ns")  # without it, a program run as root could signal the whole host
     killer = ("import os, signal, time\ndef solution():\n    time.sleep(0.1)\n    for pid in range(1, 2000):\n"
               "        try:\n            os.kill(pid, signal.SIGKILL)\n        except OSError:\n            pass\n"
               "    return 'done'\n")
@@ -255,6 +273,7 @@ def test_faking_the_result_never_makes_it_correct(sandbox, name):
 
 # ---- processes: daemons, escapes, bombs ---------------------------------------------------
 def test_a_daemon_does_not_outlive_its_program(sandbox):
+    require(sandbox, "pid_ns")
     daemon = ("import os, time\ndef solution():\n    if os.fork() == 0:\n        os.setsid()\n"
               "        if os.fork() == 0:\n            time.sleep(30)\n        os._exit(0)\n    return 1\n")
     assert run_one(sandbox, daemon).value == 1
@@ -262,6 +281,7 @@ def test_a_daemon_does_not_outlive_its_program(sandbox):
 
 
 def test_setsid_children_are_killed_on_timeout(sandbox):
+    require(sandbox, "pid_ns")
     escape = ("import os\ndef solution():\n    for _ in range(4):\n        if os.fork() == 0:\n"
               "            os.setsid()\n            while True:\n                pass\n    while True:\n        pass\n")
     assert run_one(sandbox, escape).status == "timeout"

@@ -45,10 +45,6 @@ def _rlimits(limits: dict, baseline_as: int) -> list[tuple[int, int, int]]:
         (resource.RLIMIT_NPROC, int(limits["max_procs"]), int(limits["max_procs"])),
         (resource.RLIMIT_NOFILE, int(limits["max_open_files"]), int(limits["max_open_files"])),
         (resource.RLIMIT_FSIZE, int(limits["max_file_mb"] * 2**20), int(limits["max_file_mb"] * 2**20)),
-        (resource.RLIMIT_CORE, 0, 0),
-        (resource.RLIMIT_MEMLOCK, 0, 0),
-        (resource.RLIMIT_MSGQUEUE, 0, 0),
-        (resource.RLIMIT_SIGPENDING, 64, 64),
     ]
 
 
@@ -78,7 +74,8 @@ def confine(slot: dict, limits: dict, cfg: dict, out_w: int, res_w: int, baselin
     fd = os.open("self/oom_score_adj", os.O_WRONLY, dir_fd=proc_fd)
     os.write(fd, b"1000")  # the first to go when its memory cgroup is full, never the lane
     os.close(fd)
-    os.setsid()
+    if not cfg["pid_ns"]:  # its own PID namespace already holds everything it starts
+        os.setsid()  # (setsid is not free: with autogroups it makes a scheduler group)
     out_w, res_w = _above_stdio(out_w), _above_stdio(res_w)
     null = _above_stdio(os.open("/dev/null", os.O_RDWR))
     os.dup2(null, 0)
@@ -92,21 +89,25 @@ def confine(slot: dict, limits: dict, cfg: dict, out_w: int, res_w: int, baselin
     if cfg["setuid"]:
         _drop_to(slot["uid"])
     elif cfg["drop_caps"]:
-        isolation.drop_capabilities()
+        isolation.clear_capabilities()
     isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
+    if cfg["seccomp"] is not None:
+        isolation.install_seccomp(cfg["seccomp"])
     sys.argv[:] = ["program"]  # the environment is already empty: the worker starts with none
 
 
 def _drop_to(uid: int) -> None:
-    """Root only: empty the bounding set, then become `uid` (which clears every capability)."""
-    for cap in range(64):
-        try:
-            isolation.prctl(isolation.PR_CAPBSET_DROP, cap)
-        except OSError:
-            break
+    """Root only: become `uid`, which clears every capability (the lane already emptied the
+    bounding set, so none can come back)."""
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
+
+
+def lane_rlimits() -> list[tuple[int, int, int]]:
+    """Limits that do not depend on the job, set once on the lane and inherited."""
+    return [(resource.RLIMIT_CORE, 0, 0), (resource.RLIMIT_MEMLOCK, 0, 0),
+            (resource.RLIMIT_MSGQUEUE, 0, 0), (resource.RLIMIT_SIGPENDING, 64, 64)]
 
 
 def _plain(value):

@@ -68,6 +68,7 @@ class Protections:
     private_root: bool = False
     setuid: bool = False
     caps_dropped: bool = False
+    seccomp: bool = False
     cgroup_pids: bool = False
     cgroup_memory: bool = False
     rlimits: bool = True
@@ -89,7 +90,7 @@ class Protections:
 
     def missing(self) -> list[str]:
         wanted = ["pid_ns", "net_ns", "mount_ns", "ipc_ns", "private_root", "caps_dropped",
-                  "cgroup_pids", "cgroup_memory"]
+                  "seccomp", "cgroup_pids", "cgroup_memory"]
         return [name for name in wanted if not getattr(self, name)]
 
     def describe(self) -> str:
@@ -174,7 +175,8 @@ class _Container:
         try:
             self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", boot],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self.err, env={}, cwd="/", pass_fds=child_fds)
+                                         stderr=self.err, env={}, cwd="/", pass_fds=child_fds,
+                                         start_new_session=True)  # away from the terminal's ^C
         finally:
             for fd in child_fds:
                 os.close(fd)
@@ -223,7 +225,7 @@ class Sandbox:
         global _instances
         if isolation not in ("auto", "root", "userns", "none"):
             raise ValueError(f"isolation must be auto, root, userns or none, not {isolation!r}")
-        self.n_lanes = lanes or DEFAULT_LANES_PER_CORE * (os.cpu_count() or 1)
+        self.n_lanes = lanes or DEFAULT_LANES_PER_CORE * len(os.sched_getaffinity(0))
         if not 1 <= self.n_lanes <= 256:
             raise ValueError(f"lanes must be between 1 and 256, not {self.n_lanes}")
         self.limits = limits or Limits()

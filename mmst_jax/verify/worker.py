@@ -18,11 +18,12 @@ import gc
 import importlib
 import json
 import os
+import resource
 import signal
 import sys
 import time
 
-from mmst_jax.verify import isolation
+from mmst_jax.verify import harness, isolation
 from mmst_jax.verify.lane import Lane, send
 
 _IPC_SYSCTLS = {"shmmni": "0", "msgmni": "0", "sem": "0 0 0 0"}
@@ -99,6 +100,9 @@ class Worker:
         self.prot["setuid"] = os.geteuid() == 0 and not self.prot["user_ns"] and mode != "none"
         self.prot["caps_dropped"] = self.prot["setuid"] or self.prot["user_ns"]
         cfg["setuid"], cfg["drop_caps"] = self.prot["setuid"], self.prot["user_ns"]
+        cfg["pid_ns"] = self.prot["pid_ns"]
+        cfg["seccomp"] = self._probe_seccomp() if mode != "none" else None
+        self.prot["seccomp"] = cfg["seccomp"] is not None
         for slot in self.slots:
             slot["dir"] = os.path.join(tmp_root, slot["name"])
             os.mkdir(slot["dir"], 0o700)
@@ -149,6 +153,30 @@ class Worker:
             self._error("pid_ns", "the first child of a new PID namespace was not PID 1")
         return status == 0
 
+    def _probe_seccomp(self):
+        """The seccomp filter, if a forked child can install it and is then refused unshare."""
+        try:
+            prog = isolation.seccomp_filter()
+        except OSError as e:
+            self._error("seccomp", e)
+            return None
+        pid = os.fork()
+        if pid == 0:
+            try:
+                isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
+                isolation.install_seccomp(prog)
+                isolation.unshare(isolation.CLONE_NEWUSER)
+                os._exit(1)
+            except OSError as e:
+                os._exit(0 if e.errno == 1 else 2)
+            except BaseException:
+                os._exit(3)
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            self._error("seccomp", f"the filter did not hold in a probe (status {status})")
+            return None
+        return prog
+
     def start_lanes(self) -> list[int]:
         gc.freeze()
         pids = []
@@ -178,6 +206,10 @@ class Worker:
                 os.close(adj)
             except OSError:
                 pass  # unprivileged: the program still goes first (it sets +1000)
+            if self.prot["caps_dropped"]:
+                isolation.drop_bounding_set()
+            for which, soft, hard in harness.lane_rlimits():
+                resource.setrlimit(which, (soft, hard))
             null = os.open("/dev/null", os.O_RDONLY)  # let go of the host's pipe, keep fd 0 taken
             os.dup2(null, 0)
             os.close(null)
