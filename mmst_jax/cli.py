@@ -22,6 +22,7 @@ GIN_CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"
 SUBCOMMANDS = {
     "sample": ("mmst_jax.sample_command", "sample completions for prompts and write sample records"),
     "convert": ("mmst_jax.convert_command", "convert BLOOM checkpoints between HF safetensors and orbax"),
+    "tasks": ("tasks.command", "list the registered SeqIO tasks and render an example"),
 }
 
 

@@ -197,8 +197,11 @@ def init_sharded(init_fn: Callable, out_shardings: Any) -> Callable:
 
 @contextlib.contextmanager
 def activation_sharding(mesh: Mesh, rules=DEFAULT_RULES):
-    """Inside, `nn.with_logical_constraint` on activations becomes a sharding constraint."""
-    with jax.set_mesh(mesh), nn.logical_axis_rules(validate_rules(rules)):
+    """Inside, `nn.with_logical_constraint` on activations becomes a sharding constraint.
+
+    Use it inside the function being jitted (it sets the abstract mesh, which jit allows; a
+    concrete `jax.set_mesh` is only allowed outside jit)."""
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(validate_rules(rules)):
         yield
 
 

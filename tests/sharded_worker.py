@@ -87,12 +87,12 @@ def run(mesh_shape):
 
     @jax.jit
     def step(p, o, ids, mask):
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, ids, mask)
+        with partitioning.activation_sharding(mesh, rules):
+            (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, ids, mask)
         updates, o = tx.update(grads, o, p)
         return optax.apply_updates(p, updates), o, loss, logits, grads
 
-    with partitioning.activation_sharding(mesh, rules):
-        new_params, _, loss, logits, grads = step(params, opt_state, batch["ids"], batch["mask"])
+    new_params, _, loss, logits, grads = step(params, opt_state, batch["ids"], batch["mask"])
 
     logits, grads, new_params = partitioning.gather_to_host((logits, grads, new_params))
     qkv = params["h"]["self_attention"]["query_key_value"]["kernel"]
