@@ -134,10 +134,17 @@ def test_other_isolation_modes_run_programs_and_say_what_they_lack(isolation):
                                "def solution():\n    while True:\n        pass\n",
                                "def solution():\n    return 1 / 0\n"])
             prot = box.protections
+            # a child that leaves the process group is still killed: by the PID namespace, or
+            # without one by the lane's pids cgroup
+            escape = ("import os, time\ndef solution():\n    if os.fork() == 0:\n        os.setsid()\n"
+                      "        time.sleep(30)\n    return 1\n")
+            assert box.run([escape])[0].value == 1
+            escaped_cleanly = box.stray_processes() == []
     assert [r.status for r in results] == ["ok", "timeout", "error"]
     assert results[0].value == 42
     if isolation == "none":
         assert prot.missing() and not prot.pid_ns and not prot.private_root
         assert any("degraded" in str(w.message) for w in caught)
+        assert prot.cgroup_pids == escaped_cleanly or not prot.cgroup_pids
     elif prot.user_ns:
         assert prot.pid_ns and prot.private_root and prot.caps_dropped and not prot.setuid

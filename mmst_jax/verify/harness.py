@@ -1,11 +1,12 @@
 """What runs in a program's own process, forked from the worker: confinement, then the program.
 
-The process is born inside its lane's cgroups. Order matters and is fixed: parent-death
-signal, first in line for the OOM killer, new session, stdio onto the worker's pipes
+The process is born inside its lane's cgroups and (where available) as PID 1 of its own PID
+namespace. Order matters and is fixed: parent-death signal, first in line for the OOM killer, a
+new session when there is no PID namespace to hold its children, stdio onto the lane's pipes
 (stdin /dev/null, stdout+stderr one capped pipe, fd 3 the result channel), close every other file
 descriptor, move into the slot's private directory, set rlimits, drop privileges (another uid, no
-capabilities, no new privileges), and only then compile and run the
-untrusted code. Nothing here returns: the process ends with ``os._exit``.
+capabilities, no new privileges, a seccomp filter), and only then compile and run the untrusted
+code. Nothing here returns: the process ends with ``os._exit``.
 
 The harness calls ``solution()`` and writes one JSON line on fd 3: ``{"value": V}`` for a plain V
 (int, finite float, str, a short list of them, or None), else ``{"rejected": why}``, or

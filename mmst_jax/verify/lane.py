@@ -155,6 +155,8 @@ class Lane:
             os.close(fd)
         if not self.prot["pid_ns"]:
             self._killpg(pid)
+            self._kill_cgroup()
+            self._reap_orphans()
         report = {"id": job["id"], "killed": st["killed"], "elapsed_ms": round(elapsed_ms, 3),
                   "output_bytes": st["out"], "cpu_s": usage.ru_utime + usage.ru_stime,
                   "cpu_limit": harness.cpu_limit(limits), "timeout_s": limits["timeout_s"],
@@ -205,6 +207,38 @@ class Lane:
             pass
         if not self.prot["pid_ns"]:
             self._killpg(pid)
+
+    def _kill_cgroup(self) -> None:
+        """Without a PID namespace: kill whatever else is in the lane's pids cgroup (a process
+        that called setsid left the process group, not the cgroup)."""
+        if "pids" not in self.slot["fds"]:
+            return
+        me = os.getpid()
+        for _ in range(100):
+            fd = os.open("cgroup.procs", os.O_RDONLY, dir_fd=self.slot["fds"]["pids"])
+            try:
+                others = [int(p) for p in os.read(fd, 1 << 16).split() if int(p) != me]
+            finally:
+                os.close(fd)
+            if not others:
+                return
+            for other in others:
+                try:
+                    os.kill(other, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.001)
+
+    @staticmethod
+    def _reap_orphans() -> None:
+        """The lane is a child subreaper: orphans of its programs come to it, and are reaped."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
 
     @staticmethod
     def _killpg(pid: int) -> None:

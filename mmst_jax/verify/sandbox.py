@@ -10,11 +10,12 @@ Public API:
     the temporary directory.
   - ``run_programs(programs, limits=None, **sandbox_kwargs) -> list[ExecResult]``: one-shot.
 
-Isolation modes: ``root`` (euid 0: namespaces without a user namespace, programs run under a
-per-slot uid with no capabilities), ``userns`` (unprivileged: a user namespace maps the caller to
-uid 0 and the programs drop every capability), ``none`` (rlimits only). ``auto`` picks ``root``
-or ``userns``; whatever a mode cannot set up is reported in ``protections`` and logged as a
-warning — the sandbox degrades loudly rather than failing.
+Isolation modes: ``root`` (euid 0: namespaces without a user namespace), ``userns``
+(unprivileged: a user namespace maps the caller to uid 0 and owns the others), ``none`` (no
+namespaces). ``auto`` picks ``root`` or ``userns``. In every mode rlimits are set, and where
+possible: cgroups (pids, memory), a per-lane uid with no capabilities (as root) or no capabilities
+at all (in a user namespace), no new privileges, a seccomp filter. Whatever cannot be set up is
+reported in ``protections`` and logged as a warning — the sandbox degrades loudly, never silently.
 """
 
 from __future__ import annotations
@@ -233,8 +234,7 @@ class Sandbox:
         _instances += 1
         self._uid_base = 1_000_000_000 + (os.getpid() % 1_000_000) * 1024 + (_instances % 4) * 256
         self._root_dir = tempfile.mkdtemp(prefix="mmst-sandbox-")
-        self._cgroups = CgroupTree.create(str(_instances)) if self.mode != "none" else CgroupTree(
-            reasons={"pids": "isolation none", "memory": "isolation none"})
+        self._cgroups = CgroupTree.create(str(_instances))
         self._binds, self._sys_path = _python_binds()
         self._preimport = list(preimport)
         self._tmp_mb = tmp_mb

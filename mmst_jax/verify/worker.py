@@ -97,11 +97,11 @@ class Worker:
                 os.chdir("/")
         if mode != "none":
             self.prot["pid_ns"] = self._probe_pid_ns()
-        self.prot["setuid"] = os.geteuid() == 0 and not self.prot["user_ns"] and mode != "none"
+        self.prot["setuid"] = os.geteuid() == 0 and not self.prot["user_ns"]
         self.prot["caps_dropped"] = self.prot["setuid"] or self.prot["user_ns"]
         cfg["setuid"], cfg["drop_caps"] = self.prot["setuid"], self.prot["user_ns"]
         cfg["pid_ns"] = self.prot["pid_ns"]
-        cfg["seccomp"] = self._probe_seccomp() if mode != "none" else None
+        cfg["seccomp"] = self._probe_seccomp()
         self.prot["seccomp"] = cfg["seccomp"] is not None
         for slot in self.slots:
             slot["dir"] = os.path.join(tmp_root, slot["name"])
@@ -206,6 +206,7 @@ class Worker:
                 os.close(adj)
             except OSError:
                 pass  # unprivileged: the program still goes first (it sets +1000)
+            isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)  # orphans come to the lane
             if self.prot["caps_dropped"]:
                 isolation.drop_bounding_set()
             for which, soft, hard in harness.lane_rlimits():
