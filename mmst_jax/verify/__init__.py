@@ -1,1 +1,15 @@
-"""The host-side verifier: answer comparison and sandboxed code execution (no JAX here)."""
+"""The host-side verifier: answer comparison, sandboxed code execution, the verifier over records.
+No JAX here. Import the modules themselves; this package imports nothing on its own.
+
+  answers    extract_answer, normalize_answer, answers_match, gold_answer, answer_kind
+  vote       majority_vote, vote_records
+  results    Limits, ExecResult, the result channel's parsing and the status of a run
+  sandbox    Sandbox (warm worker, lanes, protections), run_programs
+  verifier   verify_records, verify_text, verified_from_exec
+  records    read_samples (errors name file and line), read_verified, write_jsonl
+  command    `mmst verify --input samples.jsonl --output verified.jsonl`
+
+Inside the worker process: worker (set-up once, then lanes), lane (one program at a time),
+harness (confinement, then the program), isolation (namespaces, mounts, capabilities, seccomp),
+cgroups (made and removed by the host).
+"""
