@@ -2,13 +2,17 @@
 
 Two workloads, each run by the sandbox (every protection it can put in force) and by the common
 practice it replaces — one `python program.py` subprocess per program, as many at once as there
-are cores:
+are cores. The two take turns in several rounds, so that whatever else the machine is doing
+weighs on both alike:
   - short: small correct PAL-style programs;
   - mix: the same with 10% of programs that never finish (half spin, half sleep) and must be
     killed at the wall-clock limit.
 Every result is checked. The last line of stdout is one JSON object with the figures.
 
-    python benchmarks/verifier.py [--short N] [--mix N] [--baseline N] [--timeout S]
+    python benchmarks/verifier.py [--short N] [--mix N] [--baseline N] [--timeout S] [--rounds R]
+
+cpu_ms_per_program counts every CPU second spent (host, worker, lanes, programs; for the baseline,
+the subprocesses), so it does not depend on what else runs on the machine.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ def workload(n: int, timeout_share: float) -> tuple[list[str], list[int | None]]
 
 
 def run_sandbox(sandbox: Sandbox, programs, expected) -> float:
+    """Seconds to run and check the programs."""
     start = time.perf_counter()
     results = sandbox.run(programs)
     seconds = time.perf_counter() - start
@@ -71,10 +76,11 @@ def run_sandbox(sandbox: Sandbox, programs, expected) -> float:
             assert r.status == "timeout", r
         else:
             assert r.status == "ok" and r.value == want, r
-    return len(programs) / seconds
+    return seconds
 
 
 def run_subprocesses(programs, expected, timeout_s: float, lanes: int) -> float:
+    """Seconds to run and check the programs, each in a fresh `python` subprocess."""
     workdir = tempfile.mkdtemp(prefix="mmst-bench-")
 
     def one(i: int):
@@ -96,7 +102,28 @@ def run_subprocesses(programs, expected, timeout_s: float, lanes: int) -> float:
     seconds = time.perf_counter() - start
     os.rmdir(workdir)
     assert got == expected, "the subprocess baseline gave wrong results"
-    return len(programs) / seconds
+    return seconds
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of every child it has reaped (the workers, the subprocesses)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def sandbox_cpu_per_program(args, limits: Limits, work) -> float:
+    """CPU milliseconds per program, all processes counted: a sandbox's worker and lanes are
+    reaped when it closes, so their time (and their programs') is in this process's children's.
+    The cost of starting and closing a sandbox is measured apart and taken out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu0 = cpu_seconds()
+        Sandbox(lanes=args.lanes, limits=limits).close()
+        start_stop = cpu_seconds() - cpu0
+        cpu0 = cpu_seconds()
+        with Sandbox(lanes=args.lanes, limits=limits) as box:
+            run_sandbox(box, *work)
+    return (cpu_seconds() - cpu0 - start_stop) * 1000 / len(work[0])
 
 
 def main(argv=None) -> dict:
@@ -106,20 +133,35 @@ def main(argv=None) -> dict:
     p.add_argument("--baseline", type=int, default=200, help="programs for each subprocess run")
     p.add_argument("--timeout", type=float, default=1.0, help="wall-clock limit per program (s)")
     p.add_argument("--lanes", type=int, default=None, help="sandbox lanes (default: 4 per core)")
+    p.add_argument("--rounds", type=int, default=4, help="turns the sandbox and the baseline take")
     args = p.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
     limits = Limits(timeout_s=args.timeout)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         sandbox = Sandbox(lanes=args.lanes, limits=limits)
+    rounds = max(1, args.rounds)
+    seconds = {"short": 0.0, "mix": 0.0, "base": 0.0, "base_mix": 0.0}
+    counts = dict.fromkeys(seconds, 0)
     with sandbox:
-        warm, warm_expected = workload(200, 0.0)
-        run_sandbox(sandbox, warm, warm_expected)
-        short_rate = run_sandbox(sandbox, *workload(args.short, 0.0))
-        mix_rate = run_sandbox(sandbox, *workload(args.mix, 0.1))
+        run_sandbox(sandbox, *workload(200, 0.0))  # warm-up
+        for r in range(rounds):
+            for key, n, share in (("short", args.short, 0.0), ("mix", args.mix, 0.1)):
+                programs, expected = workload(n // rounds, share)
+                seconds[key] += run_sandbox(sandbox, programs, expected)
+                counts[key] += len(programs)
+            for key, share in (("base", 0.0), ("base_mix", 0.1)):
+                programs, expected = workload(args.baseline // rounds, share)
+                seconds[key] += run_subprocesses(programs, expected, args.timeout, cores)
+                counts[key] += len(programs)
         prot = sandbox.protections
-    base_rate = run_subprocesses(*workload(args.baseline, 0.0), args.timeout, cores)
-    base_mix_rate = run_subprocesses(*workload(args.baseline, 0.1), args.timeout, cores)
+    sandbox_cpu_ms = sandbox_cpu_per_program(args, limits, workload(args.short // rounds, 0.0))
+    cpu0 = cpu_seconds()
+    bprograms, bexpected = workload(max(20, args.baseline // rounds), 0.0)
+    run_subprocesses(bprograms, bexpected, args.timeout, cores)
+    base_cpu_ms = (cpu_seconds() - cpu0) * 1000 / len(bprograms)
+    rate = {k: counts[k] / seconds[k] for k in seconds}
+    short_rate, mix_rate, base_rate, base_mix_rate = rate["short"], rate["mix"], rate["base"], rate["base_mix"]
     figures = {
         "programs_per_s": round(short_rate, 1),
         "baseline_programs_per_s": round(base_rate, 1),
@@ -127,13 +169,17 @@ def main(argv=None) -> dict:
         "mix_programs_per_s": round(mix_rate, 1),
         "mix_baseline_programs_per_s": round(base_mix_rate, 1),
         "mix_speedup_vs_subprocess": round(mix_rate / base_mix_rate, 1),
+        "cpu_ms_per_program": round(sandbox_cpu_ms, 3),
+        "baseline_cpu_ms_per_program": round(base_cpu_ms, 3),
+        "cpu_speedup_vs_subprocess": round(base_cpu_ms / sandbox_cpu_ms, 1),
         "timeout_s": args.timeout,
         "cores": cores,
         "lanes": sandbox.n_lanes,
         "baseline_parallel": cores,
-        "n_short": args.short,
-        "n_mix": args.mix,
-        "n_baseline": args.baseline,
+        "rounds": rounds,
+        "n_short": counts["short"],
+        "n_mix": counts["mix"],
+        "n_baseline": counts["base"],
         "isolation": prot.mode,
         "protections": prot.active(),
         "missing_protections": prot.missing(),

@@ -91,8 +91,7 @@ def confine(slot: dict, limits: dict, cfg: dict, out_w: int, res_w: int, baselin
         _drop_to(slot["uid"])
     elif cfg["drop_caps"]:
         isolation.clear_capabilities()
-    isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
-    if cfg["seccomp"] is not None:
+    if cfg["seccomp"] is not None:  # (no_new_privs is set on the lane and inherited)
         isolation.install_seccomp(cfg["seccomp"])
     sys.argv[:] = ["program"]  # the environment is already empty: the worker starts with none
 

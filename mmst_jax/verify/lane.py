@@ -17,7 +17,6 @@ import gc
 import json
 import os
 import select
-import shutil
 import signal
 import time
 
@@ -254,14 +253,23 @@ class Lane:
             names = os.listdir(path)
         except OSError:
             names = None
-        for name in names or ():
-            full = os.path.join(path, name)
-            if os.path.isdir(full) and not os.path.islink(full):
-                shutil.rmtree(full, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(full)
-                except OSError:
-                    pass
+        if names:
+            _remove_contents(path)
         if names is None or os.stat(path).st_mode & 0o7777 != 0o700:
             os.chmod(path, 0o700)
+
+
+def _remove_contents(path: str) -> None:
+    """Removes everything below `path`, never following a symbolic link (the program that made
+    them is dead: nothing changes them meanwhile)."""
+    with os.scandir(path) as entries:
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    os.chmod(entry.path, 0o700)
+                    _remove_contents(entry.path)
+                    os.rmdir(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass

@@ -207,6 +207,7 @@ class Worker:
             except OSError:
                 pass  # unprivileged: the program still goes first (it sets +1000)
             isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)  # orphans come to the lane
+            isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)  # inherited by every program
             if self.prot["caps_dropped"]:
                 isolation.drop_bounding_set()
             for which, soft, hard in harness.lane_rlimits():
