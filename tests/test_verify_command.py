@@ -148,3 +148,51 @@ def test_other_isolation_modes_run_programs_and_say_what_they_lack(isolation):
         assert prot.cgroup_pids == escaped_cleanly or not prot.cgroup_pids
     elif prot.user_ns:
         assert prot.pid_ns and prot.private_root and prot.caps_dropped and not prot.setuid
+
+
+def test_verify_files_returns_counts(samples, tmp_path):
+    from mmst_jax.verify.command import verify_files
+
+    summary = verify_files([str(samples)], str(tmp_path / "v.jsonl"), limits=Limits(timeout_s=1.0), lanes=2)
+    assert summary["records"] == 25 and summary["reused"] == 0
+    assert summary["correct"] == {"text": 12, "code": 6} and summary["total"] == {"text": 13, "code": 12}
+    assert summary["status"] == {"no_answer": 1, "ok": 23, "timeout": 1}
+
+
+def _lane_pids(box):
+    pid = box._container.proc.pid
+    for _ in range(2 if box.protections.user_ns else 1):  # in userns mode the worker is a grandchild
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(p) for p in f.read().split()]
+        pid = children[0]
+    return children
+
+
+def test_dead_lanes_are_replaced_and_at_most_their_running_programs_fail():
+    import os
+    import signal
+    import threading
+    import time
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Sandbox(lanes=2, limits=Limits(timeout_s=5.0)) as box:
+            box.run(["def solution():\n    return 0\n"])
+            for pid in _lane_pids(box):  # idle lanes die: nothing is lost
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+            results = box.run([f"def solution():\n    return {i}\n" for i in range(6)])
+            assert [r.value for r in results] == list(range(6))
+            # lanes die while two slow programs run: those two fail, the rest run on new lanes
+            slow = "import time\ndef solution():\n    time.sleep(1)\n    return 'slow'\n"
+            lanes = _lane_pids(box)
+            killer = threading.Timer(0.4, lambda: [os.kill(p, signal.SIGKILL) for p in lanes])
+            killer.start()
+            results = box.run([slow, slow] + [f"def solution():\n    return {i}\n" for i in range(4)])
+            killer.join()
+            # the program whose lane is found dead fails; the others in flight run again
+            failed = [r for r in results if r.status != "ok"]
+            assert 1 <= len(failed) <= 2 and all("lane died" in r.detail for r in failed)
+            assert all(r.value == "slow" for r in results[:2] if r.status == "ok")
+            assert [r.value for r in results[2:]] == list(range(4))
+            assert box.stray_processes() == []

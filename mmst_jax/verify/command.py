@@ -1,5 +1,8 @@
 """`mmst verify --input samples.jsonl --output verified.jsonl`: verify sample records.
 
+``verify_files(inputs, output, ...)`` does the work (the MMST loop calls it too); ``main(argv)``
+is the command.
+
 Reads one or more sample files, verifies every record (text: answer extraction; code: the
 sandbox, on every lane), and writes the verified records in the input order, atomically. While it
 runs, finished records are appended to ``OUTPUT.partial``; a run started again after a crash
@@ -52,32 +55,27 @@ def _load(inputs: Sequence[str]) -> list[dict]:
     return samples
 
 
-def _summary(out: list[dict], reused: int, seconds: float, sandbox: Sandbox | None) -> str:
-    status = collections.Counter(r["status"] for r in out)
-    lines = [f"verified {len(out)} records in {seconds:.1f} s ({reused} reused from an earlier run)"]
-    for method in rec.METHODS:
-        group = [r for r in out if r["method"] == method]
-        if group:
-            correct = sum(r["correct"] for r in group)
-            lines.append(f"  {method}: {correct}/{len(group)} correct")
-    lines.append("  status: " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())))
-    if sandbox is not None:
-        lines.append("  " + sandbox.protections.describe())
-    return "\n".join(lines)
+def summarize(verified: Sequence[dict]) -> dict:
+    """Counts: {"records", "status": {status: n}, "correct": {method: n}, "total": {method: n}}."""
+    return {"records": len(verified),
+            "status": dict(sorted(collections.Counter(r["status"] for r in verified).items())),
+            "correct": {m: sum(r["correct"] for r in verified if r["method"] == m) for m in rec.METHODS},
+            "total": {m: sum(r["method"] == m for r in verified) for m in rec.METHODS}}
 
 
-def main(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(list(argv))
-    try:
-        limits = Limits(timeout_s=args.timeout, memory_mb=args.memory_mb)
-        samples = _load(args.input)
-    except (rec.RecordError, FileNotFoundError, ValueError) as e:
-        print(f"mmst verify: {e}", file=sys.stderr)
-        return 2
-    output = epath.Path(args.output)
-    partial = output.parent / (output.name + ".partial")
+def verify_files(inputs: Sequence[str], output: str, *, limits: Limits | None = None,
+                 lanes: int | None = None, isolation: str = "auto", progress: bool = False,
+                 sandbox: Sandbox | None = None) -> dict:
+    """Verifies the sample files into `output` (input order, written atomically), reusing what an
+    earlier, interrupted run left in OUTPUT.partial or OUTPUT. Returns ``summarize`` counts plus
+    ``reused``, ``seconds`` and ``protections`` (None when no code ran). Raises RecordError for a
+    malformed record (file and line named) and FileNotFoundError for a missing input."""
+    limits = limits or Limits()
+    samples = _load(inputs)
+    out_path = epath.Path(output)
+    partial = out_path.parent / (out_path.name + ".partial")
     known = {}
-    for v in rec.read_verified(output) + rec.read_verified(partial):
+    for v in rec.read_verified(out_path) + rec.read_verified(partial):
         known[rec.record_key(v)] = v
     results: list[dict | None] = [None] * len(samples)
     todo = []
@@ -87,39 +85,65 @@ def main(argv: Sequence[str]) -> int:
             results[i] = v
         else:
             todo.append(i)
-    reused = len(samples) - len(todo)
     start = time.monotonic()
-    sandbox = None
+    protections = None
     if todo:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        progress = None
-        if not args.no_progress:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        bar = None
+        if progress:
             from tqdm import tqdm
-            progress = tqdm(total=len(todo), unit="rec", desc="verify", file=sys.stderr)
-        with partial.open("a") as log_file:
-            def on_result(j: int, verified: dict) -> None:
-                results[todo[j]] = verified
-                log_file.write(rec.dumps(verified))
-                log_file.flush()
-                if progress is not None:
-                    progress.update(1)
+            bar = tqdm(total=len(todo), unit="rec", desc="verify", file=sys.stderr)
+        own = sandbox is None and any(samples[i]["method"] == "code" for i in todo)
+        box = Sandbox(lanes=lanes, limits=limits, isolation=isolation) if own else sandbox
+        try:
+            with partial.open("a") as log_file:
+                def on_result(j: int, verified: dict) -> None:
+                    results[todo[j]] = verified
+                    log_file.write(rec.dumps(verified))
+                    log_file.flush()
+                    if bar is not None:
+                        bar.update(1)
 
-            needs_sandbox = any(samples[i]["method"] == "code" for i in todo)
-            try:
-                if needs_sandbox:
-                    sandbox = Sandbox(lanes=args.lanes, limits=limits, isolation=args.isolation)
-                verify_records([samples[i] for i in todo], sandbox=sandbox, limits=limits,
+                verify_records([samples[i] for i in todo], sandbox=box, limits=limits,
                                on_result=on_result)
-            finally:
-                if sandbox is not None:
-                    sandbox.close()
-                if progress is not None:
-                    progress.close()
-    if todo or partial.exists() or not output.exists():
-        rec.write_jsonl(output, results)  # type: ignore[arg-type]
+            protections = box.protections.describe() if box is not None else None
+        finally:
+            if own and box is not None:
+                box.close()
+            if bar is not None:
+                bar.close()
+    if todo or partial.exists() or not out_path.exists():
+        rec.write_jsonl(out_path, results)  # type: ignore[arg-type]
         if partial.exists():
             partial.unlink()
-    print(_summary(results, reused, time.monotonic() - start, sandbox), file=sys.stderr)  # type: ignore[arg-type]
+    summary = summarize(results)  # type: ignore[arg-type]
+    summary.update(reused=len(samples) - len(todo), seconds=time.monotonic() - start,
+                   protections=protections)
+    return summary
+
+
+def _describe(summary: dict) -> str:
+    lines = [f"verified {summary['records']} records in {summary['seconds']:.1f} s "
+             f"({summary['reused']} reused from an earlier run)"]
+    for method in rec.METHODS:
+        if summary["total"][method]:
+            lines.append(f"  {method}: {summary['correct'][method]}/{summary['total'][method]} correct")
+    lines.append("  status: " + ", ".join(f"{k} {v}" for k, v in summary["status"].items()))
+    if summary["protections"]:
+        lines.append("  " + summary["protections"])
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(list(argv))
+    try:
+        limits = Limits(timeout_s=args.timeout, memory_mb=args.memory_mb)
+        summary = verify_files(args.input, args.output, limits=limits, lanes=args.lanes,
+                               isolation=args.isolation, progress=not args.no_progress)
+    except (rec.RecordError, FileNotFoundError, ValueError) as e:
+        print(f"mmst verify: {e}", file=sys.stderr)
+        return 2
+    print(_describe(summary), file=sys.stderr)
     return 0
 
 
