@@ -25,6 +25,7 @@ flags (flag, environment variable):
   --capacity KIND          MMST_TPU_CAPACITY      on-demand (default), spot or reserved
   --wait                   MMST_TPU_WAIT=1        queued mode: return once the slice is ACTIVE
   --poll-seconds N         MMST_TPU_POLL_SECONDS  seconds between checks with --wait (default 60)
+
 $COMMON_FLAGS_HELP
 EOF
 }

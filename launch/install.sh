@@ -26,6 +26,7 @@ flags (flag, environment variable):
   --ref REF        MMST_SOURCE_REF  commit, branch or tag to install (default HEAD)
   --bucket BUCKET  MMST_TPU_BUCKET  GCS bucket to mount at /gcs/BUCKET (optional)
   --python PY      MMST_PYTHON      Python for the venv (default python3.11; installed if missing)
+
 $COMMON_FLAGS_HELP
 EOF
 }

@@ -19,6 +19,7 @@ flags (flag, environment variable):
   --worker N|all   MMST_LOG_WORKER  which worker (default 0); all: every worker, lines prefixed by host
   --lines N        MMST_LOG_LINES   how many lines to show first (default 100)
   --no-follow                       print and return
+
 $COMMON_FLAGS_HELP
 EOF
 }

@@ -41,6 +41,7 @@ flags (flag, environment variable):
   --env NAME=VALUE    MMST_RUN_ENV       environment variable for mmst on the workers, repeatable
                                          (the variable: one a line), e.g. LIBTPU_INIT_ARGS=...
   --foreground        MMST_FOREGROUND=1  stay attached: stream every worker's output, wait for the end
+
 $COMMON_FLAGS_HELP
 EOF
 }
