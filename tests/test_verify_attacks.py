@@ -395,3 +395,4 @@ def test_close_kills_what_runs_and_leaves_no_files(tmp_path):
     assert not os.path.exists(root)
     with pytest.raises(RuntimeError, match="closed"):
         box.run(["def solution():\n    return 1\n"])
+

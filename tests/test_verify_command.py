@@ -1,6 +1,10 @@
 """`mmst verify` end to end, the verifier over records, and the sandbox's other isolation modes."""
 
 import json
+import os
+import signal
+import threading
+import time
 import warnings
 
 import pytest
@@ -169,11 +173,6 @@ def _lane_pids(box):
 
 
 def test_dead_lanes_are_replaced_and_at_most_their_running_programs_fail():
-    import os
-    import signal
-    import threading
-    import time
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Sandbox(lanes=2, limits=Limits(timeout_s=5.0)) as box:
@@ -195,4 +194,47 @@ def test_dead_lanes_are_replaced_and_at_most_their_running_programs_fail():
             assert 1 <= len(failed) <= 2 and all("lane died" in r.detail for r in failed)
             assert all(r.value == "slow" for r in results[:2] if r.status == "ok")
             assert [r.value for r in results[2:]] == list(range(4))
+            deadline = time.monotonic() + 5.0
+            while box.stray_processes() and time.monotonic() < deadline:
+                time.sleep(0.05)
             assert box.stray_processes() == []
+
+
+def test_a_program_that_outlives_its_lane_is_killed_with_the_old_worker():
+    """It resets its parent-death signal, then its lane is killed: the worker that is replaced
+    kills what is left in its lanes' cgroups."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        box = Sandbox(lanes=1, limits=Limits(timeout_s=30.0))
+    try:
+        if not (box.protections.cgroup_pids and box.protections.setuid):
+            pytest.skip(f"needs a pids cgroup and per-lane uids: {box.protections.describe()}")
+        box.run(["def solution():\n    return 0\n"])
+        lanes = _lane_pids(box)
+        killer = threading.Timer(0.5, lambda: [os.kill(p, signal.SIGKILL) for p in lanes])
+        killer.start()
+        escape = "import ctypes, time\ndef solution():\n    ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)\n    time.sleep(3600)\n"
+        [result] = box.run([escape])
+        killer.join()
+        assert result.status == "error" and "lane died" in result.detail
+        uids = box.program_uids
+    finally:
+        box.close()
+    deadline = time.monotonic() + 5.0
+    while _alive_with_uid(uids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive_with_uid(uids) == []
+
+
+def _alive_with_uid(uids):
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if int(fields["Uid"].split()[0]) in uids and not fields["State"].strip().startswith("Z"):
+            alive.append(int(pid))
+    return alive
+

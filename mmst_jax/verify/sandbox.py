@@ -274,9 +274,8 @@ class Sandbox:
 
     def _restart(self) -> None:
         old, self._container = self._container, None
-        if old is not None:
-            old.proc.kill()
-            old.close()
+        if old is not None:  # closed, not killed: the worker reaps what its dead lanes left
+            old.close(timeout=8.0)
         self._cgroups.remove_slots(f"g{self._generation}l")
         self._container = self._start()
 

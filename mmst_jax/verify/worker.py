@@ -19,6 +19,7 @@ import importlib
 import json
 import os
 import resource
+import select
 import signal
 import sys
 import time
@@ -223,8 +224,38 @@ class Worker:
         os._exit(0)
 
 
-def _stop(lanes: list[int]) -> None:
-    """Waits a little for the lanes to finish on their own, then kills them."""
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _kill_slot_tasks(slots: list[dict]) -> None:
+    """Kills whatever is left in the lanes' cgroups (a program that escaped its parent-death
+    signal and outlived its lane cannot leave its cgroup)."""
+    for slot in slots:
+        for key, dir_fd in slot["fds"].items():
+            try:
+                fd = os.open("cgroup.procs", os.O_RDONLY, dir_fd=dir_fd)
+                try:
+                    pids = [int(p) for p in os.read(fd, 1 << 16).split()]
+                finally:
+                    os.close(fd)
+            except OSError:
+                continue
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+def _stop(lanes: list[int], slots: list[dict]) -> None:
+    """Waits a little for the lanes to finish on their own, then kills them and what they left."""
     deadline = time.monotonic() + 5.0
     alive = set(lanes)
     while alive and time.monotonic() < deadline:
@@ -237,6 +268,7 @@ def _stop(lanes: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    _kill_slot_tasks(slots)
     while True:
         try:
             os.waitpid(-1, 0)
@@ -250,11 +282,14 @@ def main() -> None:
     if os.getppid() != cfg["host_pid"]:
         os._exit(1)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)  # a dead lane's programs come here
     worker = Worker(cfg)
     worker.setup()
     send(1, {"hello": worker.prot})
     lanes = worker.start_lanes()
-    while os.read(0, 4096):  # the host writes nothing more; EOF means stop
-        pass
-    _stop(lanes)
+    while True:  # the host writes nothing more; EOF means stop. Meanwhile, reap orphans.
+        if select.select([0], [], [], 0.2)[0] and not os.read(0, 4096):
+            break
+        _reap()
+    _stop(lanes, worker.slots)
     os._exit(0)
