@@ -238,3 +238,13 @@ def _alive_with_uid(uids):
             alive.append(int(pid))
     return alive
 
+
+
+def test_the_verifier_imports_no_jax():
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport mmst_jax.verify.command, mmst_jax.verify.vote\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

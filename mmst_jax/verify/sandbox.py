@@ -327,7 +327,9 @@ class Sandbox:
                     break
             busy = {lane.report_r: lane for lane in container.lanes if lane.job is not None}
             if not busy:
-                continue
+                if pending:
+                    continue
+                raise RuntimeError(f"sandbox: {left} results missing with nothing running")
             ready, _, _ = select.select(list(busy), [], [], 1.0)
             for fd in ready:
                 lane = busy[fd]
