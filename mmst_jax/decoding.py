@@ -63,20 +63,45 @@ class SamplingConfig:
 # Choosing tokens
 # --------------------------------------------------------------------------------------------
 def filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
-    """Sets to -inf every logit outside the top-k and outside the smallest set of tokens whose
-    probability mass reaches top_p (the most likely token is always kept). logits: [batch, vocab]."""
+    """Sets to -inf every logit outside the top-k (ties with the k-th kept) and outside the
+    nucleus: the tokens whose more likely tokens (strictly) hold less than top_p of the mass (so
+    the most likely token is always kept, and the kept mass just reaches top_p).
+    logits: fp32 [batch, vocab]."""
     neg = jnp.finfo(logits.dtype).min
-    if top_k:
-        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-        logits = jnp.where(logits < kth, neg, logits)
+    if top_k and top_k < logits.shape[-1]:
+        logits = jnp.where(logits < _threshold(logits, jnp.ones_like(logits), top_k), neg, logits)
     if top_p < 1.0:
-        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        mass_before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly more likely tokens
-        keep = mass_before < top_p
-        threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-        logits = jnp.where(logits < threshold, neg, logits)
+        probs = jax.nn.softmax(logits, axis=-1)
+        logits = jnp.where(logits < _threshold(logits, probs, top_p), neg, logits)
     return logits
+
+
+def _sortable(x: jax.Array) -> jax.Array:
+    """fp32 -> uint32 with the same order (negative floats have their bits flipped)."""
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))
+
+
+def _threshold(logits: jax.Array, weight: jax.Array, limit: float) -> jax.Array:
+    """The smallest kept logit per row [batch, 1], found exactly without sorting the vocabulary.
+
+    A token with logit l is kept iff weight(logits > l) < limit (weight 1: top-k with limit k;
+    weight = probability: top-p). That predicate is monotone in l, so a bisection over the 2^32
+    ordered fp32 bit patterns (32 masked sums over the vocabulary, far cheaper than a sort or
+    top_k on CPU) finds the least pattern T for which it holds: keep l >= T.
+    """
+    keys = _sortable(logits)  # [batch, vocab]
+
+    def body(_, bounds):  # invariant: the predicate fails below lo and holds at hi
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        holds = jnp.sum(jnp.where(keys > mid[:, None], weight, 0.0), axis=-1) < limit
+        return jnp.where(holds, lo, mid + 1), jnp.where(holds, mid, hi)
+
+    bounds = (jnp.min(keys, axis=-1), jnp.max(keys, axis=-1))  # the largest logit is always kept
+    lo, _ = jax.lax.fori_loop(0, 32, body, bounds)
+    bits = jnp.where(lo >> 31 == 1, lo & jnp.uint32(0x7FFFFFFF), ~lo)  # back to fp32 bits
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)[:, None]
 
 
 def next_token(logits: jax.Array, keys: jax.Array, sampling: SamplingConfig) -> jax.Array:
@@ -225,13 +250,14 @@ def prefill_prefix(params, prefix_ids: jax.Array, *, config: BloomConfig) -> dic
 def decode(params, prompt_ids: jax.Array, prompt_mask: jax.Array, keys: jax.Array, *,
            config: BloomConfig, sampling: SamplingConfig, eos_id: int | None, pad_id: int,
            prefix: dict | None = None, stop_table: jax.Array | None = None,
-           cache_length: int | None = None) -> tuple[jax.Array, jax.Array]:
+           cache_length: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Samples continuations of left-padded prompts (after a shared prefix if `prefix` is given).
 
     prompt_ids, prompt_mask [batch, T]; keys [batch] (one per row) or [] (split per row).
-    Returns (tokens [batch, max_new_tokens], lengths [batch]): row r's new tokens are
+    Returns (tokens [batch, max_new_tokens], lengths [batch], steps []): row r's new tokens are
     tokens[r, :lengths[r]], the last being EOS or the token that completed a stop string when the
-    row stopped on one; pad_id after.
+    row stopped on one; pad_id after. steps: decode steps run (fewer than max_new_tokens when every
+    row stopped early).
     """
     model = BloomForCausalLM(config)
     batch, prompt_length = prompt_ids.shape
@@ -282,8 +308,8 @@ def decode(params, prompt_ids: jax.Array, prompt_mask: jax.Array, keys: jax.Arra
         return step + 1, variables["cache"], mask, out, state, stopped, lengths
 
     carry = (jnp.asarray(1), variables["cache"], mask, out, state, done, lengths)
-    *_, out, _, _, lengths = jax.lax.while_loop(cond, body, carry)
-    return out, lengths
+    steps_run, _, _, out, _, _, lengths = jax.lax.while_loop(cond, body, carry)
+    return out, lengths, steps_run
 
 
 def generate(params, prompt_ids, prompt_mask, rng, *, config: BloomConfig, sampling: SamplingConfig,
@@ -291,3 +317,140 @@ def generate(params, prompt_ids, prompt_mask, rng, *, config: BloomConfig, sampl
     """`decode`'s tokens [batch, max_new_tokens] alone (EOS kept, pad_id after it)."""
     return decode(params, prompt_ids, prompt_mask, rng, config=config, sampling=sampling,
                   eos_id=eos_id, pad_id=pad_id, **options)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Batches of token prompts on a mesh
+# --------------------------------------------------------------------------------------------
+def shared_prefix_length(prompts: Sequence[Sequence[int]], bucket: int = 1) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own, rounded down
+    to a multiple of `bucket` (so that batches share compiled shapes)."""
+    first, shortest = prompts[0], min(len(p) for p in prompts)
+    n = 0
+    while n < shortest - 1 and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n // bucket * bucket
+
+
+def _round_up(n: int, bucket: int) -> int:
+    return -(-n // bucket) * bucket
+
+
+class Sampler:
+    """Samples continuations of token prompts, one row per (prompt, key), on an optional mesh.
+
+    The rows' common prefix (if `share_prefix` and at least `length_bucket` tokens) is prefilled
+    once and shared; the last one is reused while the next batch starts with the same tokens.
+    Prompt lengths are padded to multiples of `length_bucket` so that batches reuse compiled code.
+    With a mesh the parameters are placed by their logical axes and the rows split over the
+    `batch` rule's mesh axes (padded to a multiple of them); each row's tokens depend only on its
+    key, so the results do not depend on the mesh.
+    """
+
+    def __init__(self, config: BloomConfig, params, sampling: SamplingConfig, *, eos_id: int | None,
+                 pad_id: int, stop: StopStrings | None = None, mesh=None, rules=None,
+                 max_cache_length: int | None = None, share_prefix: bool = True, length_bucket: int = 64):
+        self.config, self.sampling, self.stop = config, sampling, stop
+        self.eos_id, self.pad_id = eos_id, pad_id
+        self.mesh, self.max_cache_length = mesh, max_cache_length
+        self.share_prefix, self.length_bucket = share_prefix, length_bucket
+        self._prefix: tuple[tuple[int, ...], Any] | None = None
+        self._stop_table = None if stop is None else jnp.asarray(stop.device_table)
+        if stop is not None and stop.table.shape[1] > config.vocab_size:
+            raise SamplingError(f"the stop strings' vocabulary has {stop.table.shape[1]} tokens, more than "
+                                f"the model's {config.vocab_size}")
+        if stop is not None and stop.table.shape[1] < config.vocab_size:  # ids the tokenizer lacks
+            pad = np.tile(np.arange(stop.num_live + 1, dtype=np.int32)[:, None],
+                          (1, config.vocab_size - stop.table.shape[1]))
+            self._stop_table = jnp.asarray(np.concatenate([stop.device_table, pad], axis=1))
+        self.row_multiple = 1
+        if mesh is not None:
+            from mmst_jax import partitioning
+
+            self.rules = rules or partitioning.DEFAULT_RULES
+            specs = partitioning.param_logical_specs(BloomForCausalLM(config), jnp.ones((1, 1), jnp.int32))
+            params = partitioning.place(params, partitioning.logical_to_sharding(specs, mesh, self.rules))
+            self._rows = partitioning.logical_to_sharding(jax.sharding.PartitionSpec("batch"), mesh, self.rules)
+            self.row_multiple = int(np.prod([mesh.shape[a] for a in self._mesh_axes(self._rows)]))
+        self.params = params
+
+    @staticmethod
+    def _mesh_axes(sharding) -> list[str]:
+        axes = sharding.spec[0] if len(sharding.spec) else None
+        return [] if axes is None else ([axes] if isinstance(axes, str) else list(axes))
+
+    def _context(self):
+        import contextlib
+
+        if self.mesh is None:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.set_mesh(self.mesh))
+        stack.enter_context(nn.logical_axis_rules(self.rules))
+        return stack
+
+    def _put(self, x: np.ndarray | jax.Array) -> jax.Array:
+        if self.mesh is None:
+            return jnp.asarray(x)
+        spec = jax.sharding.PartitionSpec(self._rows.spec[0], *([None] * (x.ndim - 1)))
+        return jax.device_put(x, jax.sharding.NamedSharding(self.mesh, spec))
+
+    def __call__(self, prompts: Sequence[Sequence[int]], keys: jax.Array) -> list[list[int]]:
+        """Rows' new tokens (EOS dropped; a stop string's last token kept: cut its text with
+        `stop.truncate`). prompts: token lists, one per row; keys [rows]: one key per row."""
+        if not len(prompts):
+            raise SamplingError("no prompts to sample from")
+        if any(len(p) == 0 for p in prompts):
+            raise SamplingError("a prompt is empty: every prompt needs at least one token")
+        if len(keys) != len(prompts):
+            raise SamplingError(f"{len(prompts)} prompts but {len(keys)} keys: give one key per row")
+        steps, longest = self.sampling.max_new_tokens, max(len(p) for p in prompts)
+        if self.max_cache_length is not None and longest + steps > self.max_cache_length:
+            raise SamplingError(
+                f"a prompt of {longest} tokens plus max_new_tokens={steps} needs {longest + steps} cache "
+                f"slots but the cache holds {self.max_cache_length}: shorten the prompt, lower "
+                "max_new_tokens or raise max_cache_length")
+        rows = len(prompts)
+        extra = -rows % self.row_multiple  # pad the batch to divide over the mesh
+        prompts = list(prompts) + [prompts[-1]] * extra
+        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], extra)]) if extra else keys
+
+        shared = shared_prefix_length(prompts, self.length_bucket) if self.share_prefix else 0
+        suffixes = [p[shared:] for p in prompts]
+        length = _round_up(max(len(s) for s in suffixes), self.length_bucket)
+        if self.max_cache_length is not None:
+            length = min(length, self.max_cache_length - shared - steps)
+        ids, mask = left_pad(suffixes, self.pad_id, length)
+        # The batch-1 prefix prefill runs without the batch-splitting rules (one row cannot split).
+        prefix = self._prefix_cache(tuple(prompts[0][:shared])) if shared else None
+        with self._context():
+            tokens, lengths, _ = decode(
+                self.params, self._put(ids), self._put(mask), self._put(keys), config=self.config,
+                sampling=self.sampling, eos_id=self.eos_id, pad_id=self.pad_id, prefix=prefix,
+                stop_table=self._stop_table, cache_length=length + steps)
+        out = []
+        for row, n in zip(np.asarray(tokens)[:rows].tolist(), np.asarray(lengths)[:rows].tolist()):
+            row = row[:n]
+            if row and row[-1] == self.eos_id:
+                row = row[:-1]
+            out.append(row)
+        return out
+
+    def _prefix_cache(self, prefix: tuple[int, ...]):
+        if self._prefix is None or self._prefix[0] != prefix:
+            ids = jnp.asarray([prefix], jnp.int32)
+            self._prefix = (prefix, prefill_prefix(self.params, ids, config=self.config))
+        return self._prefix[1]
+
+    def sample(self, prompts: Sequence[Sequence[int]], num_samples: int, seed: int,
+               first_index: int = 0) -> list[list[list[int]]]:
+        """`num_samples` continuations of each prompt, [prompt][sample] -> tokens, in one batch.
+        Prompt i draws with row_keys(seed, first_index + i, sample)."""
+        if num_samples < 1:
+            raise SamplingError(f"num_samples must be >= 1, got {num_samples}")
+        if not len(prompts):
+            raise SamplingError("no prompts to sample from")
+        rows = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]
+        keys = row_keys(seed, [first_index + i for i, _ in rows], [j for _, j in rows])
+        out = self([prompts[i] for i, _ in rows], keys)
+        return [out[i * num_samples:(i + 1) * num_samples] for i in range(len(prompts))]

@@ -19,7 +19,7 @@ Masks: `attention_mask` [batch, length] marks real tokens (left or right padding
 whose ALiBi positions restart at 0. With `decode=True` the layers read a KV cache (collection
 `cache`, from `init_cache`) and the model writes this call's keys/values into it once, after the
 scanned layers; `attention_mask` covers the whole cache length. A cache may carry a shared prefix
-(keys/values [layers, P, heads, head_dim], held once for the batch) that every row attends to first.
+(keys/values [layers, heads, P, head_dim], held once for the batch) that every row attends to first.
 """
 
 from __future__ import annotations
@@ -278,10 +278,12 @@ class BloomAttention(nn.Module):
     """Multi-head attention with ALiBi and BLOOM's fused query_key_value ([heads, 3, head_dim]).
 
     Keys come in up to three parts, scored together under one softmax:
-      prefix  [P, heads, head_dim]         a shared prefix, held once for the whole batch (decode)
-      cache   [batch, C, heads, head_dim]  this row's cached keys (decode; read-only here)
+      prefix  [heads, P, head_dim]         a shared prefix, held once for the whole batch (decode)
+      cache   [batch, heads, C, head_dim]  this row's cached keys (decode; read-only here)
       new     [batch, T, heads, head_dim]  the keys of this call's tokens
-    Returns the output [batch, T, embed] and this call's (k, v), which the caller writes to its cache.
+    Cached keys are stored heads-major, so a decode step reads them without a transpose.
+    Returns the output [batch, T, embed] and this call's (k, v) as [batch, heads, T, head_dim],
+    which the caller writes to its cache.
     """
 
     config: BloomConfig
@@ -300,15 +302,16 @@ class BloomAttention(nn.Module):
         # (scores [batch|1, heads, q, keys] fp32, values, einsum for probs @ values) per key part
         parts = []
         if "prefix_key" in kv_cache:
-            pk = nn.with_logical_constraint(kv_cache["prefix_key"], ("length", "heads", "kv"))
-            pv = nn.with_logical_constraint(kv_cache["prefix_value"], ("length", "heads", "kv"))
-            s = jnp.einsum("bqhd,khd->bhqk", q, pk.astype(q.dtype), preferred_element_type=jnp.float32)
-            parts.append((s / math.sqrt(cfg.head_dim) + context["prefix_bias"], pv, "bhqk,khd->bqhd"))
+            pk = nn.with_logical_constraint(kv_cache["prefix_key"], ("heads", "length", "kv"))
+            pv = nn.with_logical_constraint(kv_cache["prefix_value"], ("heads", "length", "kv"))
+            s = jnp.einsum("bqhd,hkd->bhqk", q, pk.astype(q.dtype), preferred_element_type=jnp.float32)
+            parts.append((s / math.sqrt(cfg.head_dim) + context["prefix_bias"], pv, "bhqk,hkd->bqhd"))
         if "cached_key" in kv_cache:
-            ck = nn.with_logical_constraint(kv_cache["cached_key"], names)
-            cv = nn.with_logical_constraint(kv_cache["cached_value"], names)
-            s = jnp.einsum("bqhd,bkhd->bhqk", q, ck.astype(q.dtype), preferred_element_type=jnp.float32)
-            parts.append((s / math.sqrt(cfg.head_dim) + context["cache_bias"], cv, "bhqk,bkhd->bqhd"))
+            cache_names = ("batch", "heads", "length", "kv")
+            ck = nn.with_logical_constraint(kv_cache["cached_key"], cache_names)
+            cv = nn.with_logical_constraint(kv_cache["cached_value"], cache_names)
+            s = jnp.einsum("bqhd,bhkd->bhqk", q, ck.astype(q.dtype), preferred_element_type=jnp.float32)
+            parts.append((s / math.sqrt(cfg.head_dim) + context["cache_bias"], cv, "bhqk,bhkd->bqhd"))
         s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         parts.append((s / math.sqrt(cfg.head_dim) + bias, v, "bhqk,bkhd->bqhd"))
 
@@ -324,7 +327,8 @@ class BloomAttention(nn.Module):
         out = nn.with_logical_constraint(out, names)
         out = Projection(cfg, (cfg.hidden_size,), ("heads", "kv", "embed"), contract=2,
                          name="dense")(out)  # [batch, length, embed]
-        return nn.with_logical_constraint(out, ("batch", "length", "embed")), (k, v)
+        new_kv = tuple(jnp.swapaxes(x, 1, 2) for x in (k, v))  # [batch, heads, T, head_dim]
+        return nn.with_logical_constraint(out, ("batch", "length", "embed")), new_kv
 
 
 class BloomMLP(nn.Module):
@@ -412,7 +416,7 @@ class BloomForCausalLM(nn.Module):
             prefix_length = 0
             if self.has_variable("cache", "prefix_key"):
                 kv_cache.update({name: self.get_variable("cache", name) for name in PREFIX_KEYS})
-                prefix_length = kv_cache["prefix_key"].shape[1]  # [layers, P, heads, head_dim]
+                prefix_length = kv_cache["prefix_key"].shape[2]  # [layers, heads, P, head_dim]
                 slopes = jnp.asarray(alibi_slopes(cfg.n_head))
                 context["prefix_bias"] = (slopes[None, :, None, None]
                                           * jnp.arange(prefix_length, dtype=jnp.float32))  # [1, heads, 1, P]
@@ -444,11 +448,11 @@ class BloomForCausalLM(nn.Module):
             metadata_params={nn.PARTITION_NAME: "layers"})
         h, new_kv = layers(cfg, decode=decode, name="h")(h, bias, context, kv_cache)
 
-        if decode:  # write this call's keys/values [layers, batch, length, heads, head_dim] in place
+        if decode:  # write this call's keys/values [layers, batch, heads, length, head_dim] in place
             for name, new in zip(CACHE_KEYS, new_kv):
                 old = cache[name]
                 new = nn.with_logical_constraint(new.astype(old.dtype), CACHE_AXES[name])
-                self.put_variable("cache", name, jax.lax.dynamic_update_slice_in_dim(old, new, start, axis=2))
+                self.put_variable("cache", name, jax.lax.dynamic_update_slice_in_dim(old, new, start, axis=3))
         if last_logits_only:
             h = h[:, -1:]
         h = _layer_norm(cfg, "ln_f")(h)
@@ -465,35 +469,35 @@ def init_params(config: BloomConfig, rng: Array, batch: int = 1, length: int = 8
 
 # Logical axes of every cache entry (the scanned layer axis first).
 CACHE_AXES = {
-    "cached_key": ("layers", "batch", "length", "heads", "kv"),
-    "cached_value": ("layers", "batch", "length", "heads", "kv"),
-    "prefix_key": ("layers", "length", "heads", "kv"),
-    "prefix_value": ("layers", "length", "heads", "kv"),
+    "cached_key": ("layers", "batch", "heads", "length", "kv"),
+    "cached_value": ("layers", "batch", "heads", "length", "kv"),
+    "prefix_key": ("layers", "heads", "length", "kv"),
+    "prefix_value": ("layers", "heads", "length", "kv"),
     "index": (),
 }
 
 
 # Logical axes of every cache entry (the scanned layer axis first).
 CACHE_AXES = {
-    "cached_key": ("layers", "batch", "length", "heads", "kv"),
-    "cached_value": ("layers", "batch", "length", "heads", "kv"),
-    "prefix_key": ("layers", "length", "heads", "kv"),
-    "prefix_value": ("layers", "length", "heads", "kv"),
+    "cached_key": ("layers", "batch", "heads", "length", "kv"),
+    "cached_value": ("layers", "batch", "heads", "length", "kv"),
+    "prefix_key": ("layers", "heads", "length", "kv"),
+    "prefix_value": ("layers", "heads", "length", "kv"),
     "index": (),
 }
 
 
 def init_cache(config: BloomConfig, batch: int, cache_length: int, dtype=None, *,
                prefix: Mapping[str, Array] | None = None) -> dict[str, Array]:
-    """A zero KV cache for `decode=True`: cached_key/value [layers, batch, cache_length, heads,
-    head_dim] and the write index.
+    """A zero KV cache for `decode=True`: cached_key/value [layers, batch, heads, cache_length,
+    head_dim] (heads-major: a decode step reads it without a transpose) and the write index.
 
     prefix: the cache of a batch-1 prefill over a shared prefix (filled to its end). Its keys and
-    values are kept once, as prefix_key/value [layers, P, heads, head_dim], and every row attends
+    values are kept once, as prefix_key/value [layers, heads, P, head_dim], and every row attends
     to them before its own cache; they are neither recomputed nor copied per row.
     """
     dtype = dtype or config.compute_dtype
-    shape = (config.n_layer, batch, cache_length, config.n_head, config.head_dim)
+    shape = (config.n_layer, batch, config.n_head, cache_length, config.head_dim)
     cache = {"cached_key": jnp.zeros(shape, dtype), "cached_value": jnp.zeros(shape, dtype),
              "index": jnp.zeros((), jnp.int32)}
     if prefix is not None:
