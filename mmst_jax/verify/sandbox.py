@@ -2,7 +2,7 @@
 
 Public API:
   - ``Sandbox(lanes=None, limits=Limits(), isolation="auto")``: starts one warm worker process
-    and its ``lanes`` (default: 4 per core), each running one program at a time.
+    and its ``lanes`` (default: 8 per core, at most 256), each running one program at a time.
     ``sandbox.run(programs, limits=None, entry="solution") -> list[ExecResult]`` runs each program
     (Python source defining ``solution()``) in its own confined process and returns the results in
     the programs' order. ``sandbox.protections`` says what is in force. Use it as a context
@@ -48,7 +48,7 @@ DEFAULT_PREIMPORTS = (
 SYSTEM_BINDS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 MAX_PROGRAM_BYTES = 256 * 1024
 _START_TIMEOUT_S = 60.0
-DEFAULT_LANES_PER_CORE = 4
+DEFAULT_LANES_PER_CORE = 8  # idle lanes cost little; they let sleepers and timeouts overlap
 _instances = 0
 
 
@@ -226,7 +226,7 @@ class Sandbox:
         global _instances
         if isolation not in ("auto", "root", "userns", "none"):
             raise ValueError(f"isolation must be auto, root, userns or none, not {isolation!r}")
-        self.n_lanes = lanes or DEFAULT_LANES_PER_CORE * len(os.sched_getaffinity(0))
+        self.n_lanes = lanes or min(256, DEFAULT_LANES_PER_CORE * len(os.sched_getaffinity(0)))
         if not 1 <= self.n_lanes <= 256:
             raise ValueError(f"lanes must be between 1 and 256, not {self.n_lanes}")
         self.limits = limits or Limits()
