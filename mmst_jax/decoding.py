@@ -205,7 +205,7 @@ class StopStrings:
     @property
     def device_table(self) -> np.ndarray:
         """[live + 1, vocab]: the table with every match state merged into the last one."""
-        return np.minimum(self.table, self.num_live)
+        return np.minimum(self.table[:self.num_live + 1], self.num_live)
 
     def truncate(self, text: str) -> str:
         """`text` cut before the earliest occurrence of any stop string."""
@@ -355,6 +355,7 @@ class Sampler:
         self.mesh, self.max_cache_length = mesh, max_cache_length
         self.share_prefix, self.length_bucket = share_prefix, length_bucket
         self._prefix: tuple[tuple[int, ...], Any] | None = None
+        self.shared_tokens = 0  # how many prompt tokens the last batch shared
         self._stop_table = None if stop is None else jnp.asarray(stop.device_table)
         if stop is not None and stop.table.shape[1] > config.vocab_size:
             raise SamplingError(f"the stop strings' vocabulary has {stop.table.shape[1]} tokens, more than "
@@ -416,6 +417,7 @@ class Sampler:
         keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], extra)]) if extra else keys
 
         shared = shared_prefix_length(prompts, self.length_bucket) if self.share_prefix else 0
+        self.shared_tokens = shared
         suffixes = [p[shared:] for p in prompts]
         length = _round_up(max(len(s) for s in suffixes), self.length_bucket)
         if self.max_cache_length is not None:
