@@ -5,8 +5,8 @@ namespace. Order matters and is fixed: parent-death signal, first in line for th
 new session when there is no PID namespace to hold its children, stdio onto the lane's pipes
 (stdin /dev/null, stdout+stderr one capped pipe, fd 3 the result channel), close every other file
 descriptor, move into the slot's private directory, set rlimits, drop privileges (another uid, no
-capabilities, no new privileges, a seccomp filter), and only then compile and run the untrusted
-code. Nothing here returns: the process ends with ``os._exit``.
+capabilities; no new privileges and the seccomp filter come from the lane), and only then
+compile and run the untrusted code. Nothing here returns: the process ends with ``os._exit``.
 
 The harness calls ``solution()`` and writes one JSON line on fd 3: ``{"value": V}`` for a plain V
 (int, finite float, str, a short list of them, or None), else ``{"rejected": why}``, or
@@ -91,8 +91,6 @@ def confine(slot: dict, limits: dict, cfg: dict, out_w: int, res_w: int, baselin
         _drop_to(slot["uid"])
     elif cfg["drop_caps"]:
         isolation.clear_capabilities()
-    if cfg["seccomp"] is not None:  # (no_new_privs is set on the lane and inherited)
-        isolation.install_seccomp(cfg["seccomp"])
     sys.argv[:] = ["program"]  # the environment is already empty: the worker starts with none
 
 

@@ -161,11 +161,13 @@ class _SockFprog(ctypes.Structure):
 
 
 def seccomp_filter():
-    """A seccomp program (built once, installed per program by ``install_seccomp``): namespaces,
+    """A seccomp program, installed once on each lane and inherited by its programs: namespaces,
     mounts, ptrace, other processes' memory, kernel keyrings, BPF, perf, io_uring, modules,
     kexec, reboot and swap fail with EPERM; clone with namespace flags too; clone3 answers ENOSYS
     (so the C library falls back to clone, whose flags can be checked); another architecture's
-    system calls kill the process."""
+    system calls kill the process. The one exception is what the lane itself needs: unshare and
+    setns of exactly a PID namespace — which a program, having no capabilities, is refused by
+    the kernel anyway."""
     machine = platform.machine()
     if machine not in _AUDIT_ARCH:
         raise OSError(errno.ENOSYS, f"seccomp: unsupported architecture {machine}")
@@ -175,8 +177,15 @@ def seccomp_filter():
            (_LD_W_ABS, 0, 0, 0)]
     if machine == "x86_64":  # the x32 ABI's numbers
         ins += [(_JGE_K, 0, 1, 0x40000000), (_RET_K, 0, 0, _RET_ENOSYS)]
-    for numbers in _DENIED.values():
-        ins += [(_JEQ_K, 0, 1, numbers[column]), (_RET_K, 0, 0, _RET_EPERM)]
+    unshare, setns = _DENIED["unshare"][column], _DENIED["setns"][column]
+    # unshare(CLONE_NEWPID) and setns(fd, CLONE_NEWPID) pass; any other use is refused
+    ins += [(_JEQ_K, 0, 4, unshare), (_LD_W_ABS, 0, 0, 16), (_JEQ_K, 0, 1, CLONE_NEWPID),
+            (_RET_K, 0, 0, _RET_ALLOW), (_RET_K, 0, 0, _RET_EPERM),
+            (_JEQ_K, 0, 4, setns), (_LD_W_ABS, 0, 0, 24), (_JEQ_K, 0, 1, CLONE_NEWPID),
+            (_RET_K, 0, 0, _RET_ALLOW), (_RET_K, 0, 0, _RET_EPERM)]
+    for name, numbers in _DENIED.items():
+        if name not in ("unshare", "setns"):
+            ins += [(_JEQ_K, 0, 1, numbers[column]), (_RET_K, 0, 0, _RET_EPERM)]
     ins += [(_JEQ_K, 0, 1, clone3), (_RET_K, 0, 0, _RET_ENOSYS),
             (_JEQ_K, 1, 0, clone), (_RET_K, 0, 0, _RET_ALLOW),
             (_LD_W_ABS, 0, 0, 16),  # clone's flags (the low half of args[0])

@@ -155,7 +155,8 @@ class Worker:
         return status == 0
 
     def _probe_seccomp(self):
-        """The seccomp filter, if a forked child can install it and is then refused unshare."""
+        """The seccomp filter, if a forked child can install it and is then refused a user
+        namespace."""
         try:
             prog = isolation.seccomp_filter()
         except OSError as e:
@@ -166,7 +167,11 @@ class Worker:
             try:
                 isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
                 isolation.install_seccomp(prog)
-                isolation.unshare(isolation.CLONE_NEWUSER)
+                try:
+                    isolation.unshare(isolation.CLONE_NEWPID)  # what a lane does: let through
+                except OSError:
+                    pass  # (the kernel may still refuse it to an unprivileged caller)
+                isolation.unshare(isolation.CLONE_NEWUSER)  # what a program might try: refused
                 os._exit(1)
             except OSError as e:
                 os._exit(0 if e.errno == 1 else 2)
@@ -209,6 +214,8 @@ class Worker:
                 pass  # unprivileged: the program still goes first (it sets +1000)
             isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)  # orphans come to the lane
             isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)  # inherited by every program
+            if self.cfg["seccomp"] is not None:  # so is the filter
+                isolation.install_seccomp(self.cfg["seccomp"])
             if self.prot["caps_dropped"]:
                 isolation.drop_bounding_set()
             for which, soft, hard in harness.lane_rlimits():
