@@ -108,6 +108,16 @@ def test_malformed_records_are_named_by_file_and_line(tmp_path, capsys, line, me
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_a_directory_of_parts_is_read_in_name_order(tmp_path):
+    parts = tmp_path / "samples"
+    parts.mkdir()
+    write(parts / "part-00001-of-00002.jsonl", [sample(1, "text", "The answer is 2.", "#### 2")])
+    write(parts / "part-00000-of-00002.jsonl", [sample(0, "text", "The answer is 1.", "#### 1")])
+    out = tmp_path / "verified.jsonl"
+    assert main(["--input", str(parts), "--output", str(out), *FAST]) == 0
+    assert [(r["problem_id"], r["correct"]) for r in read(out)] == [("p0", True), ("p1", True)]
+
+
 def test_repeated_samples_and_missing_files_are_errors(tmp_path, capsys):
     one = write(tmp_path / "a.jsonl", [sample(0, "text", "The answer is 1.", "#### 1")])
     assert main(["--input", str(one), "--input", str(one), "--output", str(tmp_path / "o.jsonl")]) == 2

@@ -28,8 +28,8 @@ from mmst_jax.verify.verifier import verify_records
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmst verify", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", action="append", required=True, metavar="FILE",
-                   help="sample records (JSON Lines); repeat for several files")
+    p.add_argument("--input", action="append", required=True, metavar="PATH",
+                   help="sample records (JSON Lines), or a directory of *.jsonl; repeatable")
     p.add_argument("--output", required=True, metavar="FILE", help="verified records (JSON Lines)")
     p.add_argument("--lanes", type=int, default=None,
                    help="programs run at once (default: 8 per core)")
@@ -43,9 +43,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _input_files(inputs: Sequence[str]) -> list[str]:
+    """Files as given; a directory stands for its *.jsonl files in name order."""
+    files = []
+    for given in inputs:
+        path = epath.Path(given)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.glob("*.jsonl"))
+            if not found:
+                raise FileNotFoundError(f"{path}: a directory with no *.jsonl files")
+            files += found
+        else:
+            files.append(given)
+    return files
+
+
 def _load(inputs: Sequence[str]) -> list[dict]:
     samples, seen = [], {}
-    for path in inputs:
+    for path in _input_files(inputs):
         for n, record in enumerate(rec.read_samples(path), 1):
             key = rec.record_key(record)
             if key in seen:
