@@ -159,7 +159,7 @@ class _Lane:
 class _Container:
     """One worker process and its lanes."""
 
-    def __init__(self, cfg: dict, n_lanes: int):
+    def __init__(self, cfg: dict):
         self.err = tempfile.TemporaryFile()
         self.lanes: list[_Lane] = []
         child_fds = []
@@ -270,7 +270,7 @@ class Sandbox:
                "binds": self._binds, "sys_path": self._sys_path, "tmp_mb": self._tmp_mb,
                "preimport": self._preimport, "slots": slots, "cgroup_files": files,
                "uid": os.getuid(), "gid": os.getgid()}
-        return _Container(cfg, self.n_lanes)
+        return _Container(cfg)
 
     def _restart(self) -> None:
         old, self._container = self._container, None
