@@ -193,7 +193,7 @@ def test_dead_lanes_are_replaced_and_at_most_their_running_programs_fail():
             results = box.run([f"def solution():\n    return {i}\n" for i in range(6)])
             assert [r.value for r in results] == list(range(6))
             # lanes die while two slow programs run: those two fail, the rest run on new lanes
-            slow = "import time\ndef solution():\n    time.sleep(1)\n    return 'slow'\n"
+            slow = "import time\ndef solution():\n    time.sleep(2)\n    return 'slow'\n"
             lanes = _lane_pids(box)
             killer = threading.Timer(0.4, lambda: [os.kill(p, signal.SIGKILL) for p in lanes])
             killer.start()
