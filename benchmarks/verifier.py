@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
     p.add_argument("--mix", type=int, default=1000, help="programs in the 10%%-timeout mix")
     p.add_argument("--baseline", type=int, default=200, help="programs for each subprocess run")
     p.add_argument("--timeout", type=float, default=1.0, help="wall-clock limit per program (s)")
-    p.add_argument("--lanes", type=int, default=None, help="sandbox lanes (default: 8 per core)")
+    p.add_argument("--lanes", type=int, default=None, help="sandbox lanes (default: 4 per core)")
     p.add_argument("--rounds", type=int, default=4, help="turns the sandbox and the baseline take")
     args = p.parse_args(argv)
     cores = len(os.sched_getaffinity(0))

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="sample records (JSON Lines), or a directory of *.jsonl; repeatable")
     p.add_argument("--output", required=True, metavar="FILE", help="verified records (JSON Lines)")
     p.add_argument("--lanes", type=int, default=None,
-                   help="programs run at once (default: 8 per core)")
+                   help="programs run at once (default: 4 per core)")
     p.add_argument("--timeout", type=float, default=Limits.timeout_s,
                    help="wall-clock seconds per program (default: %(default)s)")
     p.add_argument("--memory-mb", type=int, default=Limits.memory_mb,

@@ -2,7 +2,7 @@
 
 Public API:
   - ``Sandbox(lanes=None, limits=Limits(), isolation="auto")``: starts one warm worker process
-    and its ``lanes`` (default: 8 per core, at most 256), each running one program at a time.
+    and its ``lanes`` (default: 4 per core, at most 256), each running one program at a time.
     ``sandbox.run(programs, limits=None, entry="solution") -> list[ExecResult]`` runs each program
     (Python source defining ``solution()``) in its own confined process and returns the results in
     the programs' order. ``sandbox.protections`` says what is in force. Use it as a context
@@ -48,7 +48,7 @@ DEFAULT_PREIMPORTS = (
 SYSTEM_BINDS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 MAX_PROGRAM_BYTES = 256 * 1024
 _START_TIMEOUT_S = 60.0
-DEFAULT_LANES_PER_CORE = 8  # idle lanes cost little; they let sleepers and timeouts overlap
+DEFAULT_LANES_PER_CORE = 4  # more lets sleepers and timeouts overlap, fewer suits short programs
 _instances = 0
 
 
