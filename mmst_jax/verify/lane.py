@@ -24,7 +24,6 @@ from mmst_jax.verify import harness, isolation
 
 RESULT_MAX_BYTES = 16384  # the same cap as results.RESULT_MAX_BYTES, checked again on the host
 _HEAD_BYTES = 300
-_HUP = select.POLLHUP | select.POLLERR
 
 
 def send(fd: int, message: dict) -> None:
