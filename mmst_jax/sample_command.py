@@ -140,8 +140,10 @@ def sample(prompts_file: str | None = None, output_dir: str = "runs/sample", *, 
         params = init_params(config, jax.random.key(seed))
         if tokenizer is None:
             tokenizer = os.path.join(output_dir, "tokenizer.json")
+            fresh = os.path.join(output_dir, f"tokenizer-{os.getpid()}.json")
             texts = [p["prompt"] for p in prompts] * 4
-            train_bpe_tokenizer(texts, vocab_size=min(config.vocab_size, 512), path=tokenizer)
+            train_bpe_tokenizer(texts, vocab_size=min(config.vocab_size, 512), path=fresh)
+            os.replace(fresh, tokenizer)  # replaces the one of an earlier run
     vocab = HFTokenizerVocabulary(tokenizer)
     vocab.check_fits_model(config.vocab_size, f"the model ({hf_checkpoint or model_preset})")
     stop = decoding.StopStrings(stop_strings, decoding.token_bytes(vocab)) if stop_strings else None
