@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "sample": ("mmst_jax.sample_command", "sample completions for prompts and write sample records"),
     "convert": ("mmst_jax.convert_command", "convert BLOOM checkpoints between HF safetensors and orbax"),
     "tasks": ("tasks.command", "list the registered SeqIO tasks and render an example"),
+    "plan": ("mmst_jax.plan_command", "compile steps on a simulated mesh and report memory per device"),
 }
 
 

@@ -1,0 +1,114 @@
+"""Per-device memory of the fine-tuning step and the decode step: analytic estimates and the
+figures XLA reports for the compiled executables, side by side.
+
+Analytic model (bytes per device; P = parameters, c = compute dtype bytes, p = parameter dtype
+bytes, o = optimizer moment bytes; d, f, t = data, fsdp, tensor mesh sizes; B_dev = B / (d f)):
+
+  parameters      P p / (f t)                       FSDP over `embed`, tensor over heads/mlp/vocab
+  gradients       P p / (f t)
+  optimizer       2 P o / (f t)                     AdamW's two moments
+  activations     saved:   n_layer B_dev L E c      `full` remat keeps one [B, L, E] per layer
+                  working: one layer's forward+backward working set, and the fp32 logits
+  KV cache        2 n_layer B_dev C (H/t) D c       C = cache length (decode)
+
+Compiled figures come from `Compiled.memory_analysis()`: arguments, outputs, temporaries; the
+peak is arguments + outputs - aliased + temporaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+
+from mmst_jax.models.bloom import DTYPES, BloomConfig
+
+GIB = 2**30
+
+
+def _bytes(dtype: str) -> int:
+    return np.dtype(DTYPES[dtype]).itemsize
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """What is planned: one fine-tuning step and one decode step."""
+
+    train_batch: int  # global sequences per step
+    train_length: int
+    decode_batch: int  # global rows decoded together
+    cache_length: int
+    optimizer_dtype: str = "float32"  # AdamW moments
+
+
+def analytic_train(config: BloomConfig, mesh_shape: tuple[int, int, int], w: Workload) -> dict[str, float]:
+    d, f, t = mesh_shape
+    p, c, o = _bytes(config.param_dtype), _bytes(config.dtype), _bytes(w.optimizer_dtype)
+    n = config.num_params()
+    e, h, hd, L = config.hidden_size, config.n_head, config.head_dim, w.train_length
+    b = w.train_batch / (d * f)
+    params = n * p / (f * t)
+    # One layer's working set: qkv, context, attention scores and probabilities (fp32), the MLP
+    # hidden and its GeLU, residual stream copies; doubled for the backward pass.
+    layer = b * L * (3 * e / t + e / t + 2 * 4 * e / t + 3 * e) * c + b * (h / t) * L * L * (4 + 4 + c)
+    saved = {"full": b * L * e * c, "nothing_saveable": b * L * e * c}.get(config.remat_policy, layer / 2)
+    logits = b * L * config.vocab_size / t * 4 * 2
+    out = {
+        "parameters": params,
+        "gradients": params,
+        "optimizer": 2 * n * o / (f * t),
+        "activations": config.n_layer * saved + 2 * layer + logits,
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def analytic_decode(config: BloomConfig, mesh_shape: tuple[int, int, int], w: Workload) -> dict[str, float]:
+    d, f, t = mesh_shape
+    p, c = _bytes(config.param_dtype), _bytes(config.dtype)
+    b = w.decode_batch / (d * f)
+    kv = 2 * config.n_layer * b * w.cache_length * (config.n_head / t) * config.head_dim * c
+    working = b * (config.vocab_size / t * 4 + (config.n_head / t) * w.cache_length * 4 * 2)
+    out = {"parameters": config.num_params() * p / (f * t), "kv_cache": kv, "working": working}
+    out["total"] = sum(out.values())
+    return out
+
+
+def compiled_memory(compiled) -> dict[str, float]:
+    """Per-device bytes from a compiled executable's memory analysis."""
+    m = compiled.memory_analysis()
+    out = {
+        "arguments": float(m.argument_size_in_bytes),
+        "outputs": float(m.output_size_in_bytes),
+        "aliased": float(m.alias_size_in_bytes),
+        "temporaries": float(m.temp_size_in_bytes),
+    }
+    out["peak"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
+    return out
+
+
+def fits(total_bytes: float, hbm_gib: float | None, headroom: float = 0.9) -> bool | None:
+    """Whether a per-device total fits in `headroom` of the HBM (None when HBM is unknown)."""
+    if hbm_gib is None:
+        return None
+    return total_bytes <= headroom * hbm_gib * GIB
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of plan rows (GiB per device)."""
+    header = ("| slice | devices | mesh d×f×t | step | compiled peak GiB | analytic GiB | "
+              "HBM GiB | fits |")
+    lines = [header, "|" + "---|" * 8]
+    for r in rows:
+        compiled = "—" if r.get("compiled_peak") is None else f"{r['compiled_peak'] / GIB:.1f}"
+        verdict = {True: "yes", False: "no", None: "—"}[r.get("fits")]
+        hbm = "—" if r.get("hbm_gib") is None else f"{r['hbm_gib']:g}"
+        lines.append(f"| {r['slice']} | {r['devices']} | {'×'.join(map(str, r['mesh']))} | {r['step']} | "
+                     f"{compiled} | {r['analytic_total'] / GIB:.1f} | {hbm} | {verdict} |")
+    return "\n".join(lines)
+
+
+def to_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2, default=float)
