@@ -98,14 +98,15 @@ def fits(total_bytes: float, hbm_gib: float | None, headroom: float = 0.9) -> bo
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of plan rows (GiB per device)."""
-    header = ("| slice | devices | mesh d×f×t | step | compiled peak GiB | analytic GiB | "
+    header = ("| slice | devices | mesh d×f×t | step | compiled for | compiled peak GiB | analytic GiB | "
               "HBM GiB | fits |")
-    lines = [header, "|" + "---|" * 8]
+    lines = [header, "|" + "---|" * 9]
     for r in rows:
         compiled = "—" if r.get("compiled_peak") is None else f"{r['compiled_peak'] / GIB:.1f}"
         verdict = {True: "yes", False: "no", None: "—"}[r.get("fits")]
         hbm = "—" if r.get("hbm_gib") is None else f"{r['hbm_gib']:g}"
         lines.append(f"| {r['slice']} | {r['devices']} | {'×'.join(map(str, r['mesh']))} | {r['step']} | "
+                     f"{r.get('target', '—')} | "
                      f"{compiled} | {r['analytic_total'] / GIB:.1f} | {hbm} | {verdict} |")
     return "\n".join(lines)
 

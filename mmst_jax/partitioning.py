@@ -85,6 +85,7 @@ class MeshConfig:
     name: str = "default"
     num_devices: int | None = None  # the slice's device count (for `mmst plan`); None: what is there
     hbm_gib: float | None = None  # memory per device, for `mmst plan`
+    tpu_topology: str | None = None  # e.g. 'v4:8x8x4', for ahead-of-time TPU compilation in `mmst plan`
 
     def __post_init__(self):
         unknown = set(self.shape) - set(MESH_AXES)

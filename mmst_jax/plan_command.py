@@ -1,13 +1,18 @@
 """`mmst plan`: will a model fit a slice? Compile the fine-tuning step and the decode step against
-abstract inputs on a simulated mesh of the slice's device count (no weights are allocated) and
-report per-device memory from the compiled executables next to the analytic estimate.
+abstract inputs for the slice's devices (no weights are allocated) and report per-device memory from
+the compiled executables next to the analytic estimate.
 
     mmst plan --gin_file=topologies/v4-512.gin --gin.plan.model_preset="'bloom-176b'" --output plan.json
 
-The simulated devices are host CPU devices (`--xla_force_host_platform_device_count`), so the
-command must start before anything else in the process touches JAX. CPU and TPU compilers lay
-buffers out differently: the compiled figures are XLA's accounting of this program for this
-sharding, a check on the analytic model rather than a TPU measurement.
+Two compilation targets:
+  tpu  ahead-of-time compilation by the real TPU compiler for the topology's chip layout
+       (`partitioning.MeshConfig.tpu_topology`, e.g. 'v4:8x8x4'); needs libtpu installed
+       (`pip install "jax[tpu]"`, or libtpu alone on a CPU host) but no TPU.
+  cpu  the same programs on simulated host devices (`--xla_force_host_platform_device_count`).
+       The CPU compiler emulates bf16 matmuls in fp32 and lays buffers out differently, so its
+       figures overstate TPU memory; they check the sharding, not the fit.
+`target='auto'` takes tpu when it can. Either way the command must start before anything else in the
+process touches JAX.
 """
 
 from __future__ import annotations
@@ -23,6 +28,20 @@ import gin
 
 from mmst_jax import memory_plan
 from mmst_jax.gin_configurables import MeshConfig
+
+
+def _tpu_devices(topology: str) -> list:
+    """The devices of a TPU slice described by `topology` (ahead-of-time: no TPU needed)."""
+    from jax.experimental import topologies
+
+    kwargs = {"chip_config_name": "megacore"} if topology.startswith(("v4", "v5p")) else {}
+    return topologies.get_topology_desc(platform="tpu", topology_name=topology, **kwargs).devices
+
+
+def _have_libtpu() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("libtpu") is not None
 
 
 def _simulate_devices(count: int) -> None:
@@ -98,7 +117,7 @@ def compile_decode(config, mesh, rules, workload: memory_plan.Workload):
 def plan(output: str | None = None, *, model_preset: str = "bloom-176b", dtype: str = "bfloat16",
          param_dtype: str = "bfloat16", remat_policy: str = "full", train_batch: int = 256,
          train_length: int = 1024, decode_batch: int = 256, cache_length: int = 2048,
-         compile: bool = True, mesh_config: MeshConfig | None = None) -> list[dict]:
+         compile: bool = True, target: str = "auto", mesh_config: MeshConfig | None = None) -> list[dict]:
     """Plans one topology (the gin-bound `partitioning.MeshConfig`); returns the table rows."""
     mesh_config = mesh_config or MeshConfig()
     devices = mesh_config.num_devices
@@ -113,9 +132,22 @@ def plan(output: str | None = None, *, model_preset: str = "bloom-176b", dtype: 
                                     optimizer_dtype=param_dtype)
     rows = []
     compiled = {}
+    if target not in ("auto", "tpu", "cpu"):
+        raise ValueError(f"plan target {target!r}: choose auto, tpu or cpu")
+    if target == "auto":
+        target = "tpu" if mesh_config.tpu_topology and _have_libtpu() else "cpu"
+    if target == "tpu" and not (mesh_config.tpu_topology and _have_libtpu()):
+        raise ValueError("target='tpu' needs libtpu (pip install 'jax[tpu]') and a topology with "
+                         "partitioning.MeshConfig.tpu_topology")
     if compile:
-        _simulate_devices(devices)
-        mesh = mesh_config.make_mesh()
+        if target == "tpu":
+            device_list = _tpu_devices(mesh_config.tpu_topology)
+        else:
+            _simulate_devices(devices)
+            import jax
+
+            device_list = jax.devices()
+        mesh = mesh_config.make_mesh(device_list)
         for step, fn in (("train", compile_train), ("decode", compile_decode)):
             start = time.perf_counter()
             compiled[step] = (memory_plan.compiled_memory(fn(config, mesh, mesh_config.rules, workload)),
@@ -126,7 +158,7 @@ def plan(output: str | None = None, *, model_preset: str = "bloom-176b", dtype: 
         total = measured["peak"] if measured else analytic["total"]
         rows.append({
             "slice": mesh_config.name, "devices": devices, "mesh": list(mesh_shape), "step": step,
-            "model": model_preset, "dtype": dtype, "param_dtype": param_dtype, "remat": remat_policy,
+            "target": target if compile else "analytic", "model": model_preset, "dtype": dtype, "param_dtype": param_dtype, "remat": remat_policy,
             "workload": dataclasses.asdict(workload), "hbm_gib": mesh_config.hbm_gib,
             "compiled": measured, "compiled_peak": measured["peak"] if measured else None,
             "compile_seconds": seconds, "analytic": analytic, "analytic_total": analytic["total"],

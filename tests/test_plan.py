@@ -25,7 +25,7 @@ def test_compiled_arguments_match_the_analytic_state_on_8_devices(tmp_path):
         "--gin.plan.train_batch=8", "--gin.plan.train_length=128", "--gin.plan.decode_batch=8",
         "--gin.plan.cache_length=256", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| cpu-8 | 8 | 2×2×2 | train |" in result.stdout
+    assert "| cpu-8 | 8 | 2×2×2 | train | cpu |" in result.stdout
     train, decode = rows
     assert (train["step"], decode["step"]) == ("train", "decode")
     gib = 2**30
