@@ -117,3 +117,32 @@ def test_every_gsm8k_worked_answer_extracts_to_its_gold(data_dir):
             assert answers_match(got, record["answer"]), f"{path}:{lineno}"
             n += 1
     assert n == 7473
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The answer is " + " " * 100000 + "x", None),
+    ("answer" + " " * 99990 + "answer", None),
+    ("-" + " " * 100000 + "5", "5"),
+    ("\\boxed{" * 20000, None),
+    ("\\boxed{1}" * 30000, "1"),
+    ("\\frac{" * 50000, None),
+    ("1 1/" * 100000, "1"),
+    ("1," * 300000, "1"),
+])
+def test_adversarial_texts_do_not_blow_up(text, expected):
+    """Long runs of spaces, unclosed braces and the like: a pattern with an unbounded repeat
+    tried at every position would take hours here; the alarm turns such a hang into a failure."""
+    import signal
+
+    def hang(*_):
+        raise AssertionError("extraction hung on an adversarial text")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(60)
+    try:
+        assert extract_answer(text) == expected
+        extract_answer(text, "choice")
+        extract_answer(text, "yesno")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

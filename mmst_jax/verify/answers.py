@@ -37,6 +37,7 @@ from typing import Any
 NUMBER_ABS_TOL = 1e-4
 NUMBER_REL_TOL = 1e-9
 KINDS = ("number", "choice", "yesno")
+MAX_TEXT_CHARS = 100_000
 CHOICE_LETTERS = "ABCDE"
 
 DATASET_KINDS = {
@@ -46,9 +47,12 @@ DATASET_KINDS = {
 }
 
 ANSWER_SENTENCE = "The answer is"
-_SENTENCE_RE = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\s*[:=]?\s*(.*)", re.IGNORECASE)
-_HASHES_RE = re.compile(r"####\s*(.*)")
-_BOXED_RE = re.compile(r"\\boxed\s*\{")
+# Whitespace runs are bounded ({0,3}) everywhere: an unbounded \s* inside a pattern tried at every
+# position makes a long run of spaces cost quadratic time.
+_SENTENCE_RE = re.compile(r"\b(?:the\s{1,3})?(?:final\s{1,3})?answer\s{1,3}is\s{0,3}[:=]?\s{0,3}(.*)",
+                          re.IGNORECASE)
+_HASHES_RE = re.compile(r"####[ \t]{0,3}(.*)")
+_BOXED_RE = re.compile(r"\\boxed\s{0,3}\{")
 
 _WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -61,13 +65,13 @@ _DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
 # A signed number: optional sign and currency, digits (with thousands separators and decimals),
 # optionally a fraction (3/4) or a mixed number (1 1/2).
 _NUMBER_RE = re.compile(
-    r"(?<![\w.])(?P<sign>[-+\u2212]?)\s*(?:[$\u20ac\u00a3\u00a5]\s*)?"
+    r"(?<![\w.])(?P<sign>[-+\u2212]?)\s{0,3}(?:[$\u20ac\u00a3\u00a5]\s{0,3})?"
     r"(?P<whole>" + _DIGITS + r")"
-    r"(?:\s+(?P<mnum>\d+)\s*/\s*(?P<mden>\d+)|\s*/\s*(?P<den>\d+(?:\.\d+)?))?"
+    r"(?:\s{1,3}(?P<mnum>\d+)\s{0,3}/\s{0,3}(?P<mden>\d+)|\s{0,3}/\s{0,3}(?P<den>\d+(?:\.\d+)?))?"
     r"(?![\d])"
 )
 _WORD_RE = re.compile(r"\b(" + "|".join(sorted(_WORDS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
-_FRAC_RE = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+_FRAC_RE = re.compile(r"\\[dt]?frac\s{0,3}\{([^{}]*)\}\s{0,3}\{([^{}]*)\}")
 _YES = {"yes", "true", "correct", "y"}
 _NO = {"no", "false", "incorrect", "n"}
 
@@ -151,6 +155,7 @@ def parse_number(value: Any) -> float | None:
         return float(value)
     if not isinstance(value, str):
         return None
+    value = value[:MAX_TEXT_CHARS]
     value = _FRAC_RE.sub(r"\1/\2", value)
     numbers = _numbers_in(value)
     if numbers:
@@ -162,7 +167,7 @@ def parse_number(value: Any) -> float | None:
 def _parse_choice(text: str) -> str | None:
     t = text.strip()
     m = re.search(r"\(([A-Ea-e])\)", t) or re.match(r"([A-E])(?:\)|\.|:|\s|$)", t) \
-        or re.match(r"(?:option|choice)\s+([A-Ea-e])\b", t, re.IGNORECASE)
+        or re.match(r"(?:option|choice)\s{1,3}([A-Ea-e])\b", t, re.IGNORECASE)
     if m:
         return m.group(1).upper()
     if len(t) == 1 and t.upper() in CHOICE_LETTERS:
@@ -201,9 +206,11 @@ def normalize_answer(value: Any, kind: str = "number") -> str | None:
     return _parse_choice(value) if kind == "choice" else _parse_yesno(value)
 
 
-def _boxed_contents(text: str) -> list[str]:
+def _boxed_contents(text: str, most: int = 8) -> list[str]:
+    """Contents of the last `most` balanced \\boxed{...}, last first (each scan is linear, and
+    there are at most `most` of them)."""
     out = []
-    for m in _BOXED_RE.finditer(text):
+    for m in reversed(list(_BOXED_RE.finditer(text))[-most:]):
         depth, i = 1, m.end()
         while i < len(text) and depth:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
@@ -218,10 +225,12 @@ def _first_line(s: str) -> str:
 
 
 def extract_answer(text: str | None, kind: str = "number") -> str | None:
-    """The normalised final answer of a text completion, or None when none is found."""
+    """The normalised final answer of a text completion, or None when none is found. Only the
+    first MAX_TEXT_CHARS characters are read."""
     _check_kind(kind)
     if not text:
         return None
+    text = text[:MAX_TEXT_CHARS]
     m = _SENTENCE_RE.search(text)
     if m:
         # "The answer is 15 * 8 = 120 pints." -> the value after the last '='.
@@ -234,7 +243,7 @@ def extract_answer(text: str | None, kind: str = "number") -> str | None:
         found = normalize_answer(_first_line(m.group(1)), kind)
         if found is not None:
             return found
-    for content in reversed(_boxed_contents(text)):
+    for content in _boxed_contents(text):
         found = normalize_answer(content, kind)
         if found is not None:
             return found
