@@ -122,7 +122,7 @@ def test_every_gsm8k_worked_answer_extracts_to_its_gold(data_dir):
 @pytest.mark.parametrize("text, expected", [
     ("The answer is " + " " * 100000 + "x", None),
     ("answer" + " " * 99990 + "answer", None),
-    ("-" + " " * 100000 + "5", "5"),
+    ("-" + " " * 50000 + "5", "5"),
     ("\\boxed{" * 20000, None),
     ("\\boxed{1}" * 30000, "1"),
     ("\\frac{" * 50000, None),
