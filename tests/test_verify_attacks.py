@@ -6,6 +6,7 @@ probe has confirmed that the protection holding them is active; otherwise they a
 the reason.
 """
 
+import dataclasses
 import os
 import socket
 import time
@@ -17,7 +18,10 @@ from mmst_jax.verify.results import Limits
 from mmst_jax.verify.sandbox import Sandbox
 from mmst_jax.verify.verifier import verify_records
 
-LIMITS = Limits(timeout_s=1.0, memory_mb=128, max_procs=16, max_file_mb=4.0)
+# A generous wall clock, so that a loaded machine cannot turn a result into a timeout; the
+# programs meant to time out run under QUICK.
+LIMITS = Limits(timeout_s=10.0, memory_mb=128, max_procs=16, max_file_mb=4.0)
+QUICK = dataclasses.replace(LIMITS, timeout_s=1.0)
 GOLD = 987654321  # a number that appears nowhere but in the gold answers below
 
 
@@ -38,8 +42,8 @@ def host_files(tmp_path_factory):
     return root, sentinel
 
 
-def run_one(sandbox, code):
-    return sandbox.run([code])[0]
+def run_one(sandbox, code, limits=None):
+    return sandbox.run([code], limits=limits)[0]
 
 
 def require(sandbox, *names):
@@ -138,7 +142,7 @@ def test_attack(sandbox, host_files, case):
     name, code, status, detail, value, *needs = case
     _, sentinel = host_files
     require(sandbox, *needs)
-    result = run_one(sandbox, code)
+    result = run_one(sandbox, code, QUICK if status == "timeout" else None)
     assert result.status == status, result
     if detail is not None:
         assert detail in result.detail, result
@@ -284,7 +288,7 @@ def test_setsid_children_are_killed_on_timeout(sandbox):
     require(sandbox, "pid_ns")
     escape = ("import os\ndef solution():\n    for _ in range(4):\n        if os.fork() == 0:\n"
               "            os.setsid()\n            while True:\n                pass\n    while True:\n        pass\n")
-    assert run_one(sandbox, escape).status == "timeout"
+    assert run_one(sandbox, escape, QUICK).status == "timeout"
     assert_no_strays(sandbox)
 
 
@@ -316,7 +320,7 @@ def memory_cap(sandbox):
 
 def test_fork_bomb(sandbox, process_cap):
     bomb = "import os\ndef solution():\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass\n"
-    assert run_one(sandbox, bomb).status == "timeout"
+    assert run_one(sandbox, bomb, QUICK).status == "timeout"
     assert_no_strays(sandbox)
 
 

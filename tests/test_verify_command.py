@@ -13,7 +13,7 @@ from mmst_jax.verify.command import main
 from mmst_jax.verify.results import Limits, classify, parse_result_line
 from mmst_jax.verify.sandbox import Sandbox
 
-FAST = ["--timeout", "1", "--lanes", "4", "--no-progress"]
+FAST = ["--timeout", "2", "--lanes", "4", "--no-progress"]
 
 
 def sample(i, method, completion, gold, **extra):
@@ -143,7 +143,7 @@ def test_result_channel_parsing_is_strict():
 def test_other_isolation_modes_run_programs_and_say_what_they_lack(isolation):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with Sandbox(lanes=2, limits=Limits(timeout_s=1.0), isolation=isolation) as box:
+        with Sandbox(lanes=2, limits=Limits(timeout_s=2.0), isolation=isolation) as box:
             results = box.run(["def solution():\n    return 6 * 7\n",
                                "def solution():\n    while True:\n        pass\n",
                                "def solution():\n    return 1 / 0\n"])
