@@ -56,13 +56,16 @@ class Checkpoints:
             raise CheckpointError(f"keep={keep}: keep at least one checkpoint")
         self.directory = epath.Path(directory)
         self.save_every = save_every
+        self.last_saved_step: int | None = None
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                                create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     # --- listing -----------------------------------------------------------------------------
     def steps(self) -> list[int]:
-        """The steps of complete checkpoints (interrupted saves are never among them), oldest first."""
+        """The steps of complete checkpoints (interrupted saves are never among them), oldest first.
+        Waits for a save in progress, then reads the directory."""
+        self._manager.wait_until_finished()
         self._manager.reload()
         return sorted(self._manager.all_steps())
 
@@ -82,6 +85,7 @@ class Checkpoints:
         meta = {"format_version": FORMAT_VERSION, "step": int(step), **meta}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self._manager.save(int(step), args=args, force=True)
+        self.last_saved_step = int(step)
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

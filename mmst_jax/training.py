@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 import os
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import flax.linen as nn
 import flax.struct
@@ -179,10 +180,17 @@ def model_inputs(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array | None]:
     return {"input_ids": batch["decoder_input_tokens"], "segment_ids": batch.get("decoder_segment_ids")}
 
 
+@functools.lru_cache(maxsize=8)
+def _token_losses_fn(config: BloomConfig) -> Callable:
+    model = BloomForCausalLM(config)
+    return jax.jit(lambda params, ids, segments, targets: token_losses(
+        model.apply({"params": params}, ids, segment_ids=segments), targets)[0])
+
+
 def example_losses(config: BloomConfig, params, batch: Mapping[str, np.ndarray]) -> np.ndarray:
     """Mean target-token loss of every example in a batch, in stream order (packed or not)."""
-    logits = BloomForCausalLM(config).apply({"params": params}, **model_inputs(batch))
-    ce = np.asarray(token_losses(logits, jnp.asarray(batch["decoder_target_tokens"]))[0])
+    ce = np.asarray(_token_losses_fn(config)(params, batch["decoder_input_tokens"],
+                                             batch.get("decoder_segment_ids"), batch["decoder_target_tokens"]))
     weights = np.asarray(batch["decoder_loss_weights"], np.float64)
     segments = np.asarray(batch.get("decoder_segment_ids", (weights > 0) | (batch["decoder_target_tokens"] > 0)))
     out = []
@@ -324,11 +332,22 @@ def batch_sharding(mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:
     return logical_to_sharding(PartitionSpec("batch", "length"), mesh, rules)
 
 
-def compile_train_step(config: BloomConfig, optimizer, tc: TrainConfig, mesh: Mesh, shardings: TrainState,
-                       rules=DEFAULT_RULES) -> Callable:
-    """The jitted step: state in and out with its shardings (donated), batch sharded on `batch`."""
-    data = batch_sharding(mesh, rules)
+class Program(NamedTuple):
+    """What a training run compiles once: the optimizer, state shardings, and jitted functions."""
 
+    optimizer: optax.GradientTransformation
+    shardings: TrainState
+    init_params: Callable  # rng -> params, created in place with their shardings
+    step: Callable  # (state, batch) -> (state, metrics); the state is donated
+
+
+@functools.lru_cache(maxsize=8)
+def training_program(config: BloomConfig, tc: TrainConfig, mesh: Mesh, rules=DEFAULT_RULES) -> Program:
+    """The compiled pieces of a run, cached: another run of the same config in this process (a
+    resume, the next MMST round) compiles nothing. `rules` must be a tuple of pairs."""
+    optimizer = make_optimizer(tc)
+    shardings = state_shardings(config, optimizer, mesh, rules)
+    data = batch_sharding(mesh, rules)
     step = jax.jit(functools.partial(train_step, config=config, optimizer=optimizer, tc=tc, batch_sharding=data),
                    in_shardings=(shardings, data), out_shardings=(shardings, None), donate_argnums=0)
 
@@ -337,7 +356,8 @@ def compile_train_step(config: BloomConfig, optimizer, tc: TrainConfig, mesh: Me
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             return step(state, batch)
 
-    return run
+    init = jax.jit(lambda rng: init_params(config, rng, 1, 1), out_shardings=shardings.params)
+    return Program(optimizer, shardings, init, run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,10 +380,10 @@ def device_peak_flops(tc: TrainConfig) -> float | None:
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
-def _initial_params(config: BloomConfig, init, seed: int):
+def _initial_params(config: BloomConfig, init, seed: int, program: Program):
     """`init` is a params tree, None (random), or a model directory (orbax or HF safetensors)."""
     if init is None:
-        return init_params(config, jax.random.key(seed))
+        return program.init_params(jax.random.key(seed))
     if not isinstance(init, (str, os.PathLike)):
         return init
     from mmst_jax.convert_command import load_orbax
@@ -378,43 +398,64 @@ def _initial_params(config: BloomConfig, init, seed: int):
     return params
 
 
+def _next_batch(data: BatchIterator, step: int, tc: TrainConfig) -> dict[str, np.ndarray]:
+    try:
+        batch = next(data)
+    except StopIteration:
+        raise DataError(f"the training data ran out after {data.get_state()['position']} batches "
+                        f"(step {step} of {tc.num_steps}): it is empty or too short; "
+                        "repeat it, add examples, or lower num_steps/batch_size") from None
+    rows = batch["decoder_input_tokens"].shape[0]
+    if rows * jax.process_count() != tc.batch_size:
+        raise DataError(f"the data gives batches of {rows} rows per host; TrainConfig.batch_size "
+                        f"is {tc.batch_size} over {jax.process_count()} host(s)")
+    return {k: v for k, v in batch.items() if k in FEATURES or k == "decoder_segment_ids"}
+
+
 def train(config: BloomConfig, init, data, tc: TrainConfig, mesh: Mesh, workdir: str | None, *,
           rules=DEFAULT_RULES, stop_at_step: int | None = None,
           on_step: Callable[[int, dict], None] | None = None) -> TrainState:
     """Trains `config` from `init` on `data` (a BatchIterator or a tf.data dataset of batches).
 
-    With a `workdir`, checkpoints go to `workdir/checkpoints` and TensorBoard events to
-    `workdir/tensorboard`; a run finding a checkpoint there resumes from it (state, data position
-    and RNG), so a run stopped at any point and started again ends exactly where one uninterrupted
-    run would. `stop_at_step` stops (with a checkpoint) before `tc.num_steps`, keeping the schedule.
+    `init` is a params tree, a model directory (orbax, as `mmst convert` writes, or HF), or None
+    for random parameters. With a `workdir`, checkpoints go to `workdir/checkpoints` and
+    TensorBoard events to `workdir/tensorboard`; a run finding a checkpoint there resumes from it
+    (state, data position and RNG; `init` is then unused), so a run stopped at any point and
+    started again ends exactly where one uninterrupted run would. `stop_at_step` stops (with a
+    checkpoint) before `tc.num_steps`, keeping the schedule of `tc.num_steps`.
     `on_step(step, metrics)` is called after every step with its metrics (jax scalars).
     """
     if not isinstance(data, BatchIterator):
         data = BatchIterator(data)
+    rules = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in rules)
     dp = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
     if (tc.batch_size // tc.micro_batches) % dp:
         raise ValueError(f"micro-batch size {tc.batch_size // tc.micro_batches} is not divisible by the "
                          f"{dp} data-parallel devices of mesh {dict(mesh.shape)}")
-    optimizer = make_optimizer(tc)
-    shardings = state_shardings(config, optimizer, mesh, rules)
+    program = training_program(config, tc, mesh, rules)
     checkpoints = None
     if workdir is not None:
         checkpoints = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"), save_every=tc.checkpoint_every,
                                            keep=tc.keep_checkpoints, async_save=tc.async_checkpoints)
-    restored = checkpoints.restore(abstract_state(config, optimizer, shardings), config) if checkpoints else None
-    if restored:
-        step0, state_dict, meta = restored
-        state = TrainState.from_dict(state_dict)
-        data.set_state(meta["data"])
-        log.info("resuming from %s at step %d", checkpoints.directory / str(step0), step0)
-    else:
-        state = init_state(config, _initial_params(config, init, tc.seed), optimizer, shardings, tc.seed)
-    step_fn = compile_train_step(config, optimizer, tc, mesh, shardings, rules)
-    end = min(tc.num_steps, stop_at_step or tc.num_steps)
-    start = int(state.step)
     try:
-        state = _loop(config, state, step_fn, data, tc, mesh, rules, workdir, checkpoints, start, end, on_step)
-        if checkpoints is not None and start < end and end not in checkpoints.steps():
+        abstract = abstract_state(config, program.optimizer, program.shardings).to_dict()
+        restored = checkpoints.restore(abstract, config) if checkpoints else None
+        if restored:
+            step0, state_dict, meta = restored
+            state = TrainState.from_dict(state_dict)
+            data.set_state(meta["data"])
+            log.info("resuming from %s at step %d", checkpoints.directory / str(step0), step0)
+        start, end = int(restored[0]) if restored else 0, min(tc.num_steps, stop_at_step or tc.num_steps)
+        if start >= end:
+            return state
+        first = _next_batch(data, start, tc)  # an empty dataset fails here, before any model is built
+        if not restored:
+            params = _initial_params(config, init, tc.seed, program)
+            state = init_state(config, params, program.optimizer, program.shardings, tc.seed)
+        batches = itertools.chain([first], (_next_batch(data, step, tc) for step in itertools.count(start + 1)))
+        state = _loop(config, state, program.step, batches, data, tc, mesh, rules, workdir, checkpoints,
+                      start, end, on_step)
+        if checkpoints is not None and checkpoints.last_saved_step != end:
             checkpoints.save(end, state.to_dict(), _meta(config, data))
     finally:
         if checkpoints is not None:
@@ -426,7 +467,7 @@ def _meta(config: BloomConfig, data: BatchIterator) -> dict:
     return {"model": ckpt_lib.model_meta(config), "data": data.get_state()}
 
 
-def _loop(config, state, step_fn, data, tc, mesh, rules, workdir, checkpoints, start, end, on_step):
+def _loop(config, state, step_fn, batches, data, tc, mesh, rules, workdir, checkpoints, start, end, on_step):
     from tqdm import tqdm
 
     schedule = learning_rate_schedule(tc)
@@ -437,22 +478,11 @@ def _loop(config, state, step_fn, data, tc, mesh, rules, workdir, checkpoints, s
         from tensorboardX import SummaryWriter
         writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
     peak = device_peak_flops(tc)
-    bar = tqdm(total=end, initial=start, desc="training", unit="step",
-               disable=not (tc.progress_bar and is_main) or start >= end)
+    bar = tqdm(total=end, initial=start, desc="training", unit="step", disable=not (tc.progress_bar and is_main))
     timer, timed_steps = None, 0  # throughput is timed from the first log on (past compilation)
     try:
-        for step in range(start, end):
-            try:
-                batch = next(data)
-            except StopIteration:
-                raise DataError(f"the training data ran out after {data.get_state()['position']} batches "
-                                f"(step {step} of {tc.num_steps}): it is empty or too short; "
-                                "repeat it, add examples, or lower num_steps/batch_size") from None
-            batch = {k: v for k, v in batch.items() if k in FEATURES or k == "decoder_segment_ids"}
-            rows, length = batch["decoder_input_tokens"].shape
-            if rows * jax.process_count() != tc.batch_size:
-                raise DataError(f"the data gives batches of {rows} rows per host; TrainConfig.batch_size "
-                                f"is {tc.batch_size} over {jax.process_count()} host(s)")
+        for step, batch in zip(range(start, end), batches):
+            length = batch["decoder_input_tokens"].shape[1]
             batch = {k: jax.make_array_from_process_local_data(place, v) for k, v in batch.items()}
             state, metrics = step_fn(state, batch)
             done, timed_steps = step + 1, timed_steps + 1

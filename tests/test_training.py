@@ -69,7 +69,7 @@ def test_a_tiny_model_overfits_a_small_fixed_dataset():
 
 def test_packing_on_and_off_give_the_same_per_example_losses():
     examples = toy_examples(7, seed=2)
-    params = init_params(TINY, jax.random.key(3))
+    params = jax.jit(lambda rng: init_params(TINY, rng))(jax.random.key(3))
     unpacked = np.concatenate([training.example_losses(TINY, params, b) for b in all_batches(examples, 7, False)])
     packed_batches = all_batches(examples, 1, True)
     assert len(packed_batches) < 7  # some rows really hold several examples
@@ -88,11 +88,10 @@ def test_gradient_accumulation_over_4_micro_batches_equals_one_4x_batch():
     for micro in (1, 4):
         tc = training.TrainConfig(num_steps=10, batch_size=8, micro_batches=micro, learning_rate=1e-3,
                                   max_grad_norm=0.0, z_loss=1e-3)
-        optimizer = training.make_optimizer(tc)
-        shardings = training.state_shardings(TINY, optimizer, one_device_mesh())
-        state = training.init_state(TINY, init_params(TINY, jax.random.key(5)), optimizer, shardings, 0)
-        step = jax.jit(lambda s, b: training.train_step(s, b, config=TINY, optimizer=optimizer, tc=tc))
-        results.append(step(state, batch))
+        program = training.training_program(TINY, tc, one_device_mesh())
+        state = training.init_state(TINY, program.init_params(jax.random.key(5)), program.optimizer,
+                                    program.shardings, 0)
+        results.append(program.step(state, batch))
     (one, m1), (four, m4) = results
     np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-6)
     np.testing.assert_allclose(m4["z_loss"], m1["z_loss"], rtol=1e-6)
@@ -112,7 +111,7 @@ def test_schedule_warms_up_then_decays_and_weight_decay_skips_norms_and_biases()
         num_steps=110, learning_rate=1.0, warmup_steps=10, end_learning_rate=0.0, decay="linear"))
     assert float(linear(60)) == pytest.approx(0.5) and float(linear(110)) == pytest.approx(0.0)
 
-    mask = training.weight_decay_mask(init_params(TINY, jax.random.key(0)))
+    mask = training.weight_decay_mask(jax.eval_shape(lambda: init_params(TINY, jax.random.key(0))))
     flat = {"/".join(k.key for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(mask)}
     assert flat["word_embeddings/embedding"] and flat["h/mlp/dense_h_to_4h/kernel"]
     assert flat["h/self_attention/query_key_value/kernel"]
@@ -125,18 +124,16 @@ def test_schedule_warms_up_then_decays_and_weight_decay_skips_norms_and_biases()
         training.TrainConfig(decay="exponential")
 
 
-def test_bf16_compute_keeps_fp32_params_and_bf16_params_keep_bf16_state():
+def test_bf16_params_keep_a_bf16_optimizer_state():
     data = training.seqio_dataset(toy_dataset(toy_examples(8)), LENGTHS, 4, pack=True, seed=0)
-    for param_dtype, want in (("float32", np.dtype("float32")), ("bfloat16", np.dtype(jnp.bfloat16))):
-        config = BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4, dtype="bfloat16",
-                             param_dtype=param_dtype)
-        tc = training.TrainConfig(num_steps=3, batch_size=4, learning_rate=1e-3, progress_bar=False)
-        losses = []
-        state = training.train(config, None, data, tc, one_device_mesh(), None,
-                               on_step=lambda s, m: losses.append(float(m["loss"])))
-        assert all(np.isfinite(losses))
-        assert {x.dtype for x in jax.tree.leaves(state.params)} == {want}
-        assert {x.dtype for x in jax.tree.leaves(state.opt_state[1][0].mu)} == {want}
+    config = dataclasses.replace(TINY, dtype="bfloat16", param_dtype="bfloat16")
+    tc = training.TrainConfig(num_steps=3, batch_size=4, learning_rate=1e-3, progress_bar=False)
+    losses = []
+    state = training.train(config, None, data, tc, one_device_mesh(), None,
+                           on_step=lambda s, m: losses.append(float(m["loss"])))
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype(jnp.bfloat16)}
+    assert {x.dtype for x in jax.tree.leaves(state.opt_state[1][0].mu)} == {np.dtype(jnp.bfloat16)}
 
 
 def test_empty_or_malformed_data_is_a_clear_error():
@@ -152,7 +149,7 @@ def test_empty_or_malformed_data_is_a_clear_error():
         training.seqio_dataset("no_such_task", LENGTHS, 2)
 
 
-def test_trains_from_a_seqio_task_and_logs_to_tensorboard(tmp_path, bpe_tokenizer_dir, caplog):
+def test_trains_from_a_seqio_task_in_bf16_and_logs_to_tensorboard(tmp_path, bpe_tokenizer_dir, caplog):
     import seqio
 
     from mmst_jax.vocab import HFTokenizerVocabulary
@@ -171,11 +168,14 @@ def test_trains_from_a_seqio_task_and_logs_to_tensorboard(tmp_path, bpe_tokenize
     seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(source, splits=["train"]),
                            preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
                            output_features=features)
-    config = BloomConfig(vocab_size=vocab.vocab_size, hidden_size=32, n_layer=1, n_head=4)
+    # The default policy: bf16 compute, fp32 parameters and optimizer state.
+    config = BloomConfig(vocab_size=vocab.vocab_size, hidden_size=32, n_layer=1, n_head=4, dtype="bfloat16")
     data = training.seqio_dataset(name, {"inputs": 16, "targets": 8}, 4, pack=True, bos_id=vocab.bos_id)
     tc = training.TrainConfig(num_steps=6, batch_size=4, log_every=2, checkpoint_every=4, progress_bar=False)
     with caplog.at_level(logging.INFO, logger="mmst_jax.training"):
-        training.train(config, None, data, tc, one_device_mesh(), str(tmp_path))
+        state = training.train(config, None, data, tc, one_device_mesh(), str(tmp_path))
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
+    assert {x.dtype for x in jax.tree.leaves(state.opt_state[1][0].nu)} == {np.dtype("float32")}
 
     (events,) = glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
     logged = {}
