@@ -6,8 +6,8 @@ Canonical forms (strings, so that every dataset's gold compares the same way):
 - multiple-choice letters: one upper-case letter, `(c)` -> `C`;
 - yes/no: `yes` or `no`.
 
-The full comparison of model answers (tolerances, units, extraction from free text) belongs to the
-verifier; this module holds only what the readers and the exemplar checks need.
+Comparing model answers with golds (tolerances, units, extraction from free text) is the verifier's
+(`mmst_jax.verify.answers`); `same_answer` here only routes to it.
 """
 
 from __future__ import annotations
@@ -76,28 +76,15 @@ def final_answer_of_text(text: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def same_answer(answer: object, gold: str, rel_tol: float = 1e-4) -> bool:
-    """Whether an answer (a program's return value or a stated answer) equals a canonical gold.
+def same_answer(answer: object, gold: str) -> bool:
+    """Whether an answer (a program's return value or a stated answer) equals a canonical gold,
+    by the verifier's one comparator (`mmst_jax.verify.answers.answers_match`)."""
+    from mmst_jax.verify.answers import answers_match
 
-    Numbers compare with a small relative tolerance (a program's 2/3 against a published
-    0.6666666667, MAWPS rounds some golds to five places); letters and yes/no compare after canonicalisation.
-    """
-    try:
-        gold_value = float(gold)
-    except ValueError:
-        gold_value = None
-    if gold_value is not None:
-        try:
-            value = float(canonical_number(answer)) if not isinstance(answer, (int, float)) else float(answer)
-        except (AnswerError, ValueError, TypeError):
-            return False
-        return math.isclose(value, gold_value, rel_tol=rel_tol, abs_tol=1e-6)
     if gold in ("yes", "no"):
-        try:
-            return canonical_yes_no(answer) == gold
-        except AnswerError:
-            return False
-    try:
-        return canonical_choice(str(answer)) == gold
-    except AnswerError:
-        return False
+        kind = "yesno"
+    elif _NUMBER_RE.match(gold):
+        kind = "number"
+    else:
+        kind = "choice"
+    return answers_match(answer, gold, kind)
