@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,18 @@ def compiled_memory(compiled) -> dict[str, float]:
     return out
 
 
+def out_of_memory(error: Exception) -> dict[str, float] | None:
+    """The TPU compiler's refusal of a program that exceeds HBM, as compiled figures (None if the
+    error is something else). It reports the temporaries required; the peak is at least that."""
+    match = re.search(r"RESOURCE_EXHAUSTED.*?required for HLO temporaries \(([\d.]+)G\) exceeds "
+                      r"available HBM \(([\d.]+)G\)", str(error), re.S)
+    if not match:
+        return None
+    temporaries = float(match.group(1)) * GIB
+    return {"temporaries": temporaries, "peak": temporaries, "out_of_memory": True,
+            "available": float(match.group(2)) * GIB}
+
+
 def fits(total_bytes: float, hbm_gib: float | None, headroom: float = 0.9) -> bool | None:
     """Whether a per-device total fits in `headroom` of the HBM (None when HBM is unknown)."""
     if hbm_gib is None:
@@ -103,6 +116,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [header, "|" + "---|" * 9]
     for r in rows:
         compiled = "—" if r.get("compiled_peak") is None else f"{r['compiled_peak'] / GIB:.1f}"
+        if (r.get("compiled") or {}).get("out_of_memory"):
+            compiled = f"> {compiled} (refused)"
         verdict = {True: "yes", False: "no", None: "—"}[r.get("fits")]
         hbm = "—" if r.get("hbm_gib") is None else f"{r['hbm_gib']:g}"
         lines.append(f"| {r['slice']} | {r['devices']} | {'×'.join(map(str, r['mesh']))} | {r['step']} | "

@@ -150,19 +150,26 @@ def plan(output: str | None = None, *, model_preset: str = "bloom-176b", dtype: 
         mesh = mesh_config.make_mesh(device_list)
         for step, fn in (("train", compile_train), ("decode", compile_decode)):
             start = time.perf_counter()
-            compiled[step] = (memory_plan.compiled_memory(fn(config, mesh, mesh_config.rules, workload)),
-                              time.perf_counter() - start)
+            try:
+                measured = memory_plan.compiled_memory(fn(config, mesh, mesh_config.rules, workload))
+            except Exception as e:  # the TPU compiler refuses programs that exceed HBM: a verdict
+                measured = memory_plan.out_of_memory(e)
+                if measured is None:
+                    raise
+            compiled[step] = (measured, time.perf_counter() - start)
     for step, analytic in (("train", memory_plan.analytic_train(config, mesh_shape, workload)),
                            ("decode", memory_plan.analytic_decode(config, mesh_shape, workload))):
         measured, seconds = compiled.get(step, (None, None))
         total = measured["peak"] if measured else analytic["total"]
+        verdict = False if measured and measured.get("out_of_memory") else memory_plan.fits(
+            total, mesh_config.hbm_gib)
         rows.append({
             "slice": mesh_config.name, "devices": devices, "mesh": list(mesh_shape), "step": step,
             "target": target if compile else "analytic", "model": model_preset, "dtype": dtype, "param_dtype": param_dtype, "remat": remat_policy,
             "workload": dataclasses.asdict(workload), "hbm_gib": mesh_config.hbm_gib,
             "compiled": measured, "compiled_peak": measured["peak"] if measured else None,
             "compile_seconds": seconds, "analytic": analytic, "analytic_total": analytic["total"],
-            "fits": memory_plan.fits(total, mesh_config.hbm_gib),
+            "fits": verdict,
         })
     if output:
         tmp = f"{output}.tmp"

@@ -56,6 +56,10 @@ def test_fit_verdict_and_table():
     assert memory_plan.fits(10 * 2**30, 16) is True
     assert memory_plan.fits(15 * 2**30, 16) is False  # above 90% of HBM
     assert memory_plan.fits(1.0, None) is None
+    refusal = RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for "
+                           "HLO temporaries (58.53G) exceeds available HBM (30.75G).")
+    assert memory_plan.out_of_memory(refusal)["temporaries"] == pytest.approx(58.53 * 2**30)
+    assert memory_plan.out_of_memory(RuntimeError("something else")) is None
     config = BloomConfig.preset("bloom-7b1", param_dtype="bfloat16", dtype="bfloat16", remat_policy="full")
     w = memory_plan.Workload(8, 1024, 8, 1024, "bfloat16")
     one = memory_plan.analytic_train(config, (1, 1, 1), w)
