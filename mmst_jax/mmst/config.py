@@ -1,0 +1,82 @@
+"""Plain settings of an MMST run (gin binds them at the edge, in `configurables.py`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+from mmst_jax.mmst.modes import ModeConfig
+
+METHODS = ("text", "code")
+DIRECTIONS = ("text_to_code", "code_to_text")
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """How the model is sampled in each stage.
+
+    Training problems: `num_samples` per problem and method at `temperature` (top_k, top_p).
+    Translations: `translation_samples` per verified solution at `translation_temperature`.
+    Evaluation: greedy (accuracy) and, if `vote_samples` > 0, that many at `vote_temperature` (maj@k).
+    `batch_size` counts rows (prompt x sample) per sampler call; `chunk_rows` rows are written per
+    chunk file, the unit of resumption inside a sampling stage.
+    """
+
+    num_samples: int = 4
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 96
+    translation_samples: int = 1
+    translation_temperature: float = 0.0
+    vote_samples: int = 0
+    vote_temperature: float = 0.8
+    batch_size: int = 64
+    chunk_rows: int = 512
+    length_bucket: int = 32
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("num_samples", "translation_samples", "max_new_tokens", "batch_size", "chunk_rows",
+                     "length_bucket"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Generation.{name} must be >= 1, got {getattr(self, name)}")
+        if self.vote_samples < 0:
+            raise ValueError(f"Generation.vote_samples must be >= 0, got {self.vote_samples}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Verifier settings: seconds and MiB per program, lanes (None: the verifier's default), and
+    how many times a crashed verifier is restarted before the records it left are counted lost."""
+
+    timeout_s: float = 2.0
+    memory_mb: int = 256
+    lanes: int | None = None
+    restarts: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One MMST run: rounds, mode, generation, verifier limits, token budgets.
+
+    `train_problems`: problems sampled per round (0: every training problem), drawn per round with
+    a seeded shuffle. `eval_problems`: test problems per dataset (0: all). `feature_lengths`:
+    {"inputs": N, "targets": M} token budget of training examples (longer ones are dropped).
+    """
+
+    rounds: int = 3
+    mode: ModeConfig = ModeConfig()
+    generation: Generation = Generation()
+    limits: Limits = Limits()
+    train_problems: int = 0
+    eval_problems: int = 0
+    feature_lengths: Mapping[str, int] = dataclasses.field(
+        default_factory=lambda: {"inputs": 160, "targets": 96})
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.rounds < 0:
+            raise ValueError(f"RunConfig.rounds must be >= 0, got {self.rounds}")
+        if set(self.feature_lengths) != {"inputs", "targets"}:
+            raise ValueError(f"feature_lengths must have 'inputs' and 'targets', got {dict(self.feature_lengths)}")

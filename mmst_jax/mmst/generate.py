@@ -1,0 +1,165 @@
+"""Models of a run and resumable sampling of prompt records into sample-record files.
+
+`load_model(checkpoint_dir, tokenizer, mesh)` reads a stage `checkpoint/` directory: `model/` (an
+orbax model, as `mmst convert` writes) or `model.json` naming an HF checkpoint (the base model of
+a run that starts from published weights).
+
+`generate_records(...)` samples every prompt record of this host's shard (record i goes to host
+i % hosts) and writes `OUT_DIR/part-{host:05d}-of-{hosts:05d}.jsonl`. Row (i, j) — prompt i of the
+whole list, sample j — is drawn with its own key `row_keys(seed, i, j)`, so the records depend
+neither on the number of hosts nor on batching. Rows are sampled in fixed chunks, each written
+atomically to a hidden chunk file as it finishes; a run killed in the middle reuses the finished
+chunks and redoes the others exactly as they would have been done, then joins them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Sequence
+
+from etils import epath
+
+from mmst_jax.mmst import faults, rundir
+
+STOP = "\n\n"
+
+
+@dataclasses.dataclass
+class Model:
+    config: Any  # BloomConfig
+    params: Any
+    vocab: Any  # HFTokenizerVocabulary
+    path: str
+
+
+def model_path(checkpoint_dir: epath.PathLike) -> str:
+    """Where a stage's model lives: `model/` (orbax) or the HF directory `model.json` names."""
+    checkpoint_dir = epath.Path(checkpoint_dir)
+    ref = checkpoint_dir / "model.json"
+    if ref.exists():
+        return json.loads(ref.read_text())["path"]
+    return os.fspath(checkpoint_dir / "model")
+
+
+def load_model(checkpoint_dir: epath.PathLike, tokenizer: epath.PathLike, mesh=None, rules=None) -> Model:
+    from mmst_jax.convert_command import load_orbax
+    from mmst_jax.models.hf import load_bloom
+    from mmst_jax.vocab import HFTokenizerVocabulary
+
+    path = model_path(checkpoint_dir)
+    if os.path.isdir(os.path.join(path, "params")):
+        shardings = None
+        if mesh is not None:
+            shardings = _param_shardings(path, mesh, rules)
+        config, params = load_orbax(path, shardings)
+    else:
+        config, params = load_bloom(path, mesh=mesh)
+    vocab = HFTokenizerVocabulary(os.fspath(tokenizer))
+    vocab.check_fits_model(config.vocab_size, f"the model at {path}")
+    return Model(config, params, vocab, path)
+
+
+def _param_shardings(path: str, mesh, rules):
+    import jax.numpy as jnp
+
+    from mmst_jax import partitioning
+    from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM
+
+    with open(os.path.join(path, "config.json")) as f:
+        raw = json.load(f)
+    config = BloomConfig.from_hf(raw, param_dtype=raw.get("torch_dtype", "float32"))
+    specs = partitioning.param_logical_specs(BloomForCausalLM(config), jnp.ones((1, 1), jnp.int32))
+    return partitioning.logical_to_sharding(specs, mesh, rules or partitioning.DEFAULT_RULES)
+
+
+def host_info() -> tuple[int, int]:
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
+def barrier(name: str) -> None:
+    """All hosts reach this point before any goes on (no-op on one host)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Model, *, temperature: float,
+                     num_samples: int, seed: int, round_index: int, max_new_tokens: int, top_k: int = 0,
+                     top_p: float = 1.0, batch_size: int = 64, chunk_rows: int = 512, length_bucket: int = 32,
+                     mesh=None, rules=None, progress: bool = True, desc: str = "sampling") -> epath.Path:
+    """Samples `num_samples` completions of each prompt record of this host's shard and writes
+    sample records (DESIGN.md, plus any extra fields of the prompt record); returns the part file.
+    A part file already there (written atomically by an earlier run) is kept as it is."""
+    from mmst_jax import decoding
+
+    host, hosts = host_info()
+    out_dir = epath.Path(out_dir)
+    part = out_dir / rundir.part_name(host, hosts)
+    if part.exists():
+        return part
+    chunks_dir = out_dir / f".{part.name}.chunks"
+    mine = [i for i in range(len(prompts)) if i % hosts == host]
+    rows = [(i, j) for i in mine for j in range(max(1, num_samples))]
+    chunks = [rows[s:s + chunk_rows] for s in range(0, len(rows), chunk_rows)]
+    todo = [c for c in range(len(chunks)) if not (chunks_dir / f"chunk-{c:05d}.jsonl").exists()]
+    done_rows = sum(len(chunks[c]) for c in range(len(chunks)) if c not in todo)
+    if todo:
+        from tqdm import tqdm
+
+        sampling = decoding.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
+                                           max_new_tokens=max_new_tokens)
+        vocab = model.vocab
+        stop = decoding.StopStrings([STOP], decoding.token_bytes(vocab))
+        sampler = decoding.Sampler(model.config, model.params, sampling, eos_id=vocab.eos_id,
+                                   pad_id=vocab.pad_id, stop=stop, mesh=mesh, rules=rules,
+                                   length_bucket=length_bucket)
+        tokens: dict[int, list[int]] = {}
+        with tqdm(total=len(rows), initial=done_rows, desc=desc, unit="sample", disable=not progress,
+                  leave=False) as bar:
+            for c in todo:
+                chunk = chunks[c]
+                need = [i for i in dict.fromkeys(i for i, _ in chunk) if i not in tokens]
+                for i, t in zip(need, vocab.encode_batch([prompts[i]["prompt"] for i in need])):
+                    tokens[i] = t
+                out = []
+                for s in range(0, len(chunk), batch_size):
+                    batch = chunk[s:s + batch_size]
+                    # Always batch_size rows (the last repeated), so every call reuses compiled shapes.
+                    rows_in = batch + [batch[-1]] * (batch_size - len(batch))
+                    keys = decoding.row_keys(seed, [i for i, _ in rows_in], [j for _, j in rows_in])
+                    for (i, j), toks in zip(batch, sampler([tokens[i] for i, _ in rows_in], keys)):
+                        out.append(_sample_record(prompts[i], j, stop.truncate(vocab.decode(toks)),
+                                                  round_index, seed))
+                    bar.update(len(batch))
+                    faults.point("sample.batch")
+                rundir.write_jsonl(chunks_dir / f"chunk-{c:05d}.jsonl", out)
+    records = []
+    for c in range(len(chunks)):
+        records += rundir.read_jsonl(chunks_dir / f"chunk-{c:05d}.jsonl")
+    rundir.write_jsonl(part, records)
+    rundir.remove(chunks_dir)
+    return part
+
+
+SAMPLE_FIELDS = ("problem_id", "dataset", "method", "sample_index", "round", "prompt", "completion",
+                 "gold", "seed")
+
+
+def _sample_record(prompt: dict, sample_index: int, completion: str, round_index: int, seed: int) -> dict:
+    record = {k: v for k, v in prompt.items() if k not in SAMPLE_FIELDS}
+    record.update(problem_id=prompt["problem_id"], dataset=prompt["dataset"], method=prompt["method"],
+                  sample_index=sample_index, round=round_index, prompt=prompt["prompt"],
+                  completion=completion, gold=prompt["gold"], seed=seed)
+    return record
+
+
+def token_counter(model_or_vocab) -> Callable[[str], int]:
+    vocab = getattr(model_or_vocab, "vocab", model_or_vocab)
+    return lambda text: len(vocab.encode(text))

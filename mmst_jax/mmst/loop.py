@@ -1,0 +1,52 @@
+"""The MMST loop: round 0 (the base model), then rounds 1..N, the report after each.
+
+    run_mmst(run_dir, config, problems, base, finetune, bootstrap=..., config_text=...)
+
+Starting it again with the same configuration resumes: finished stages are skipped (their markers
+are checked), unfinished ones are resumed from the files they finished, damaged ones are redone.
+A run directory holding another configuration is refused unless `allow_config_change`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from mmst_jax.mmst import generate, report, rundir, stages
+from mmst_jax.mmst.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, problems: stages.Problems, base: stages.Base,
+             finetune: Any, *, bootstrap: Sequence[dict] | None = None, config_text: str = "",
+             allow_config_change: bool = False, mesh=None, rules=None, title: str = "MMST run") -> dict:
+    """Runs (or resumes) every round and returns report/metrics.json's contents."""
+    run_dir = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
+    host, _ = generate.host_info()
+    if host == 0:
+        run_dir.check_config(config_text, allow_config_change)
+    generate.barrier("mmst:config")
+    runner = stages.Runner(run_dir, config, problems, base, finetune, bootstrap=bootstrap, mesh=mesh, rules=rules)
+    metrics = {}
+    for r in range(config.rounds + 1):
+        if r == 0:
+            runner.base_round()
+        else:
+            runner.round(r)
+        if host == 0:
+            stages.remove_work(run_dir, r)
+            metrics = report.write_report(run_dir, config.mode.mode, title)
+            _log_round(metrics)
+        generate.barrier(f"mmst:round{r}")
+    return metrics
+
+
+def _log_round(metrics: dict) -> None:
+    if not metrics.get("rounds"):
+        return
+    last = metrics["rounds"][-1]
+    overall = last["eval"].get("all") or next(iter(last["eval"].values()), {})
+    text = ", ".join(f"{m} {100 * v['accuracy']:.1f}%" for m, v in sorted(overall.items()))
+    log.info("round %d evaluated: %s", last["round"], text)
+    print(f"round {last['round']}: accuracy {text}", flush=True)

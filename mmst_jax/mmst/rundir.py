@@ -1,0 +1,301 @@
+"""The run directory: its layout, atomic writes, per-stage `_SUCCESS` markers, the config check.
+
+    RUN_DIR/config.gin                 the operative configuration (older ones: config.gin.1, ...)
+    RUN_DIR/round_NNN/<stage>/         stages: samples verified translated train checkpoint eval
+    RUN_DIR/round_NNN/<stage>/_SUCCESS the stage's marker (JSON): a manifest of its files and a digest
+    RUN_DIR/report/                    metrics.json, report.html, *.png, tensorboard/
+
+A stage writes every file atomically (temporary name, then rename) and, once all are written, its
+`_SUCCESS` marker. The marker lists every file of the stage with its size (and SHA-256, unless the
+stage is too big to hash, as checkpoints are) and the digest of the stage's inputs (the markers of
+the stages it read). A stage counts as done only if its marker is there, every listed file matches
+it, and its inputs' digest is what it was: a file damaged or removed afterwards is detected and the
+stage redone; since every stage is deterministic, redoing it reproduces the same files and the
+stages after it stay valid (their input digest still matches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+from typing import Any, Iterable, Mapping
+
+from etils import epath
+
+log = logging.getLogger(__name__)
+
+MARKER = "_SUCCESS"
+CONFIG_FILE = "config.gin"
+STAGES = ("samples", "verified", "translated", "train", "checkpoint", "eval")
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked; the message says what to do."""
+
+
+class ConfigMismatchError(RunDirError):
+    """The run directory holds a run of another configuration."""
+
+
+class CorruptRecordsError(RunDirError):
+    """A records file that does not parse (a damaged file); the stage that wrote it is redone."""
+
+
+def part_name(host: int, hosts: int, suffix: str = ".jsonl") -> str:
+    return f"part-{host:05d}-of-{hosts:05d}{suffix}"
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic files
+# --------------------------------------------------------------------------------------------
+def _tmp(path: epath.Path) -> epath.Path:
+    return path.parent / f".{path.name}.tmp-{os.getpid()}"
+
+
+def write_text(path: epath.PathLike, text: str) -> None:
+    """Writes a file atomically: a temporary name in the same directory, then a rename."""
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    with tmp.open("w") as f:
+        f.write(text)
+        if hasattr(f, "flush"):
+            f.flush()
+            try:
+                os.fsync(f.fileno())
+            except (AttributeError, OSError, ValueError):
+                pass  # not a local file (gs://): the rename is the commit point there too
+    tmp.replace(path)
+
+
+def write_json(path: epath.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: epath.PathLike, records: Iterable[Mapping]) -> int:
+    lines = [json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records]
+    write_text(path, "".join(lines))
+    return len(lines)
+
+
+def read_jsonl(path: epath.PathLike) -> list[dict]:
+    """Every record of a JSON Lines file; a line that is not a JSON object (a damaged file)
+    raises CorruptRecordsError naming the file and line."""
+    path = epath.Path(path)
+    out = []
+    with path.open("r") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CorruptRecordsError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise CorruptRecordsError(f"{path}:{lineno}: not a JSON object")
+            out.append(record)
+    return out
+
+
+def read_parts(directory: epath.PathLike) -> list[dict]:
+    """The records of every `part-*.jsonl` file of a directory, in file order."""
+    directory = epath.Path(directory)
+    out = []
+    for path in sorted(directory.glob("part-*.jsonl")):
+        out += read_jsonl(path)
+    return out
+
+
+def remove(path: epath.PathLike) -> None:
+    path = epath.Path(path)
+    if path.is_dir():
+        if os.path.isdir(os.fspath(path)):
+            shutil.rmtree(os.fspath(path), ignore_errors=True)
+        else:
+            path.rmtree()
+    elif path.exists():
+        path.unlink()
+
+
+def _sha256(path: epath.Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(directory: epath.Path) -> list[str]:
+    """Relative names of the files under a directory, except the marker and temporary files."""
+    out = []
+    for root, dirs, names in os.walk(os.fspath(directory)) if os.path.isdir(os.fspath(directory)) else []:
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name == MARKER or name.startswith("."):
+                continue
+            out.append(os.path.relpath(os.path.join(root, name), os.fspath(directory)))
+    if not out and directory.exists() and not os.path.isdir(os.fspath(directory)):  # gs://
+        out = sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
+                     if p.is_file() and p.name != MARKER and not p.name.startswith("."))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Stage markers
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class StageState:
+    """What a stage directory holds: `done` (with its marker), or why not (`reason`)."""
+
+    done: bool
+    marker: dict | None
+    reason: str  # "done" | "missing" | "corrupt: ..." | "stale: ..."
+
+    @property
+    def digest(self) -> str | None:
+        return self.marker["digest"] if self.marker else None
+
+
+def mark_done(directory: epath.PathLike, inputs: str, info: Mapping[str, Any] | None = None,
+              hash_contents: bool = True) -> dict:
+    """Writes the `_SUCCESS` marker of a finished stage: its files (size, SHA-256), the digest of
+    its inputs, and `info` (counts, for the report). Returns the marker."""
+    directory = epath.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for rel in _files(directory):
+        p = directory / rel
+        entry = {"size": p.stat().length}
+        if hash_contents:
+            entry["sha256"] = _sha256(p)
+        files[rel] = entry
+    body = {"inputs": inputs, "files": files, "info": dict(info or {})}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    marker = {**body, "digest": digest}
+    write_json(directory / MARKER, marker)
+    return marker
+
+
+def stage_state(directory: epath.PathLike, inputs: str | None = None) -> StageState:
+    """Whether a stage is done: its marker reads, every listed file is intact, and (when `inputs`
+    is given) it was made from those inputs."""
+    directory = epath.Path(directory)
+    marker_path = directory / MARKER
+    if not marker_path.exists():
+        return StageState(False, None, "missing")
+    try:
+        marker = json.loads(marker_path.read_text())
+        files, digest = marker["files"], marker["digest"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        return StageState(False, None, f"corrupt: unreadable marker ({e})")
+    body = {k: marker.get(k) for k in ("inputs", "files", "info")}
+    if hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() != digest:
+        return StageState(False, None, "corrupt: the marker does not match its digest")
+    for rel, entry in files.items():
+        p = directory / rel
+        if not p.exists():
+            return StageState(False, marker, f"corrupt: {rel} is missing")
+        if p.stat().length != entry["size"]:
+            return StageState(False, marker, f"corrupt: {rel} has {p.stat().length} bytes, not {entry['size']}")
+        if "sha256" in entry and _sha256(p) != entry["sha256"]:
+            return StageState(False, marker, f"corrupt: {rel} does not match its checksum")
+    if inputs is not None and marker["inputs"] != inputs:
+        return StageState(False, marker, "stale: made from other inputs")
+    return StageState(True, marker, "done")
+
+
+def combine(*digests: str | None) -> str:
+    """The digest of several inputs (None stands for no input)."""
+    return hashlib.sha256("|".join(d or "-" for d in digests).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# The run directory
+# --------------------------------------------------------------------------------------------
+class RunDir:
+    """Paths of one run (local or gs://) and its configuration check."""
+
+    def __init__(self, path: epath.PathLike):
+        self.path = epath.Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({os.fspath(self.path)!r})"
+
+    def round(self, n: int) -> epath.Path:
+        return self.path / f"round_{n:03d}"
+
+    def stage(self, n: int, stage: str) -> epath.Path:
+        if stage not in STAGES:
+            raise RunDirError(f"unknown stage {stage!r}; stages are {STAGES}")
+        return self.round(n) / stage
+
+    @property
+    def report(self) -> epath.Path:
+        return self.path / "report"
+
+    @property
+    def config_path(self) -> epath.Path:
+        return self.path / CONFIG_FILE
+
+    def rounds(self) -> list[int]:
+        """Round numbers present (any stage started)."""
+        if not self.path.exists():
+            return []
+        out = []
+        for p in self.path.iterdir():
+            if p.name.startswith("round_") and p.name[6:].isdigit():
+                out.append(int(p.name[6:]))
+        return sorted(out)
+
+    def check_config(self, config_text: str, allow_change: bool = False) -> str:
+        """Saves the configuration on a first run; on a later one, refuses a different one unless
+        `allow_change` (the old file is kept as config.gin.N). Returns "new", "same" or "changed"."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.exists():
+            write_text(self.config_path, config_text)
+            return "new"
+        saved = self.config_path.read_text()
+        difference = first_difference(saved, config_text)
+        if difference is None:
+            return "same"
+        if not allow_change:
+            raise ConfigMismatchError(
+                f"{self.path} holds a run of another configuration ({difference}). Use another run "
+                "directory (--gin.RUN_DIR=\"'DIR'\"), or pass --allow_config_change to continue this "
+                "run with the new configuration (finished stages are kept)")
+        n = 1
+        while (self.path / f"{CONFIG_FILE}.{n}").exists():
+            n += 1
+        write_text(self.path / f"{CONFIG_FILE}.{n}", saved)
+        write_text(self.config_path, config_text)
+        log.warning("%s: configuration changed (%s); the old one is kept as %s.%d", self.path, difference,
+                    CONFIG_FILE, n)
+        return "changed"
+
+
+def _significant(text: str) -> list[str]:
+    """The configuration lines that define the run: no comments, blank lines or RUN_DIR."""
+    out = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.replace(" ", "").startswith("RUN_DIR="):
+            continue
+        out.append(stripped)
+    return out
+
+
+def first_difference(saved: str, new: str) -> str | None:
+    """None if two configurations define the same run, else the first difference, in words."""
+    a, b = _significant(saved), _significant(new)
+    if a == b:
+        return None
+    for x, y in zip(a, b):
+        if x != y:
+            return f"saved: {x!r}, now: {y!r}"
+    if len(a) > len(b):
+        return f"saved has {a[len(b)]!r}, now absent"
+    return f"now has {b[len(a)]!r}, absent from the saved one"
