@@ -7,8 +7,9 @@
 
 A stage writes every file atomically (temporary name, then rename) and, once all are written, its
 `_SUCCESS` marker. The marker lists every file of the stage with its size (and SHA-256, unless the
-stage is too big to hash, as checkpoints are) and the digest of the stage's inputs (the markers of
-the stages it read). A stage counts as done only if its marker is there, every listed file matches
+stage is too big to hash, as checkpoints are), the digest of the stage's inputs (the markers of
+the stages it read) and the stage's own digest (its inputs and the content of its files, leaving
+out run-to-run noise such as the verifier's timings). A stage counts as done only if its marker is there, every listed file matches
 it, and its inputs' digest is what it was: a file damaged or removed afterwards is detected and the
 stage redone; since every stage is deterministic, redoing it reproduces the same files and the
 stages after it stay valid (their input digest still matches).
@@ -174,10 +175,37 @@ def mark_done(directory: epath.PathLike, inputs: str, info: Mapping[str, Any] | 
             entry["sha256"] = _sha256(p)
         files[rel] = entry
     body = {"inputs": inputs, "files": files, "info": dict(info or {})}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    marker = {**body, "digest": digest}
+    marker = {**body, "digest": _digest(directory, body, hash_contents), "checksum": _checksum(body)}
     write_json(directory / MARKER, marker)
     return marker
+
+
+def _checksum(body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _digest(directory: epath.Path, body: Mapping[str, Any], hash_contents: bool) -> str:
+    """What the stages after this one were made from: its inputs, info and the content of its
+    files, with the fields that vary from run to run (VOLATILE_FIELDS, e.g. verifier timings) left
+    out, so that a stage redone with the same results keeps the same digest."""
+    content = {rel: (_content_hash(directory / rel) if hash_contents else entry["size"])
+               for rel, entry in body["files"].items()}
+    return hashlib.sha256(json.dumps({"inputs": body["inputs"], "info": body["info"], "content": content},
+                                     sort_keys=True).encode()).hexdigest()
+
+
+VOLATILE_FIELDS = ("elapsed_ms",)
+
+
+def _content_hash(path: epath.Path) -> str:
+    if not path.name.endswith(".jsonl"):
+        return _sha256(path)
+    h = hashlib.sha256()
+    for record in read_jsonl(path):
+        for field in VOLATILE_FIELDS:
+            record.pop(field, None)
+        h.update(json.dumps(record, sort_keys=True).encode() + b"\n")
+    return h.hexdigest()
 
 
 def stage_state(directory: epath.PathLike, inputs: str | None = None) -> StageState:
@@ -189,12 +217,12 @@ def stage_state(directory: epath.PathLike, inputs: str | None = None) -> StageSt
         return StageState(False, None, "missing")
     try:
         marker = json.loads(marker_path.read_text())
-        files, digest = marker["files"], marker["digest"]
+        files, checksum = marker["files"], marker["checksum"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         return StageState(False, None, f"corrupt: unreadable marker ({e})")
     body = {k: marker.get(k) for k in ("inputs", "files", "info")}
-    if hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() != digest:
-        return StageState(False, None, "corrupt: the marker does not match its digest")
+    if _checksum(body) != checksum or not isinstance(marker.get("digest"), str):
+        return StageState(False, None, "corrupt: the marker does not match its checksum")
     for rel, entry in files.items():
         p = directory / rel
         if not p.exists():

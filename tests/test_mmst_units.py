@@ -1,0 +1,260 @@
+"""MMST pieces on their own: run directory markers, the config check, modes, metrics, the
+verifier stage's crash handling, the report."""
+
+import json
+import os
+
+import pytest
+
+from mmst_jax.mmst import evaluate, faults, modes, report, rundir, verification
+
+
+# --------------------------------------------------------------------------------------------
+# Run directory
+# --------------------------------------------------------------------------------------------
+def _stage(tmp_path, records=({"a": 1}, {"a": 2})):
+    d = tmp_path / "round_001" / "verified"
+    rundir.write_jsonl(d / "text" / rundir.part_name(0, 1), records)
+    return d
+
+
+def test_marker_detects_damage_and_stale_inputs(tmp_path):
+    d = _stage(tmp_path)
+    assert rundir.stage_state(d).reason == "missing"
+    marker = rundir.mark_done(d, inputs="in-1", info={"n": 2})
+    assert rundir.stage_state(d, "in-1").done
+    assert rundir.stage_state(d, "in-2").reason.startswith("stale")
+    part = d / "text" / rundir.part_name(0, 1)
+    text = part.read_text()
+    part.write_text(text.replace('"a": 2', '"a": 3'))  # same size, other content
+    assert rundir.stage_state(d, "in-1").reason.startswith("corrupt")
+    part.write_text(text[:-3])
+    assert "bytes" in rundir.stage_state(d, "in-1").reason
+    part.unlink()
+    assert "missing" in rundir.stage_state(d, "in-1").reason
+    part.write_text(text)
+    assert rundir.stage_state(d, "in-1").digest == marker["digest"]
+    (d / rundir.MARKER).write_text((d / rundir.MARKER).read_text().replace('"n": 2', '"n": 5'))
+    assert rundir.stage_state(d).reason.startswith("corrupt")
+
+
+def test_digest_ignores_verifier_timings(tmp_path):
+    a = rundir.mark_done(_stage(tmp_path / "a", [{"x": 1, "elapsed_ms": 3.0}]), "in")
+    b = rundir.mark_done(_stage(tmp_path / "b", [{"x": 1, "elapsed_ms": 9.5}]), "in")
+    c = rundir.mark_done(_stage(tmp_path / "c", [{"x": 2, "elapsed_ms": 3.0}]), "in")
+    assert a["digest"] == b["digest"] != c["digest"]
+
+
+def test_hidden_and_temporary_files_are_not_part_of_a_stage(tmp_path):
+    d = _stage(tmp_path)
+    (d / ".work").mkdir()
+    (d / ".work" / "state").write_text("x")
+    (d / ".part.tmp-1").write_text("half")
+    marker = rundir.mark_done(d, "in")
+    assert list(marker["files"]) == ["text/part-00000-of-00001.jsonl"]
+
+
+def test_read_jsonl_names_the_damaged_line(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n{"a": \n')
+    with pytest.raises(rundir.CorruptRecordsError, match="x.jsonl:2"):
+        rundir.read_jsonl(p)
+
+
+def test_config_check(tmp_path):
+    rd = rundir.RunDir(tmp_path / "run")
+    assert rd.check_config("RUN_DIR = 'a'\nx.y = 1\n") == "new"
+    assert rd.check_config("# comment\nRUN_DIR = 'b'\n\nx.y = 1\n") == "same"
+    with pytest.raises(rundir.ConfigMismatchError, match=r"x.y = 1.*x.y = 2.*--allow_config_change"):
+        rd.check_config("x.y = 2\n")
+    assert rd.check_config("x.y = 2\n", allow_change=True) == "changed"
+    assert (tmp_path / "run" / "config.gin.1").read_text() == "RUN_DIR = 'a'\nx.y = 1\n"
+    assert rd.check_config("x.y = 2\n") == "same"
+
+
+def test_faults_spec(monkeypatch):
+    monkeypatch.setenv(faults.ENV, "p@2=crash,q@1+=crash")
+    faults._counts.clear()
+    faults.point("p")
+    with pytest.raises(faults.InjectedFault):
+        faults.point("p")
+    faults.point("p")
+    for _ in range(3):
+        with pytest.raises(faults.InjectedFault):
+            faults.point("q")
+    monkeypatch.setenv(faults.ENV, "p@x=kill")
+    with pytest.raises(ValueError, match="NAME@N"):
+        faults.point("p")
+    faults._counts.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Modes
+# --------------------------------------------------------------------------------------------
+def _v(pid, method, i, correct=True, completion=None, **extra):
+    return {"problem_id": pid, "dataset": "d", "method": method, "sample_index": i, "round": 1,
+            "prompt": f"P {pid} {method}", "completion": completion or f"{method} {pid} {i}", "gold": "1",
+            "seed": 0, "correct": correct, **extra}
+
+
+VERIFIED = [_v("p1", "text", 0), _v("p1", "text", 1, completion="text p1 0"), _v("p1", "text", 2, False),
+            _v("p2", "code", 0), _v("p2", "code", 1), _v("p2", "code", 2), _v("p3", "code", 0)]
+TRANSLATED = [_v("p2", "text", 0, train_prompt="P p2 text", source_sample_index=0),
+              _v("p3", "text", 0, correct=False, train_prompt="P p3 text", source_sample_index=0),
+              _v("p1", "code", 0, train_prompt="P p1 code", source_sample_index=0)]
+
+
+def test_modes_mixtures():
+    mmst = modes.build(modes.ModeConfig("mmst", max_per_problem=2), VERIFIED, TRANSLATED)
+    # text: p1 once (duplicate completion and the wrong sample dropped) + the translation of p2
+    assert [(r["problem_id"], r["source"]) for r in mmst["text"]] == [("p1", "self"), ("p2", "translation")]
+    assert mmst["text"][1]["prompt"] == "P p2 text"  # the target method's own prompt
+    # code: p2 capped at max_per_problem=2, p3, and the translation of p1
+    assert [(r["problem_id"], r["source"]) for r in mmst["code"]] == [
+        ("p2", "self"), ("p2", "self"), ("p3", "self"), ("p1", "translation")]
+    cross = modes.build(modes.ModeConfig("cross_only"), VERIFIED, TRANSLATED)
+    assert modes.counts(cross) == {"text": 1, "code": 1}
+    own = modes.build(modes.ModeConfig("self_training"), VERIFIED, TRANSLATED)
+    assert modes.counts(own) == {"text": 1, "code": 3}
+    capped = modes.build(modes.ModeConfig("mmst", cap_to="self_training"), VERIFIED, TRANSLATED)
+    assert modes.counts(capped) == {"text": 1, "code": 3}
+    assert modes.build(modes.ModeConfig("mmst", cap_to="self_training"), VERIFIED, TRANSLATED) == capped
+
+
+def test_mode_errors():
+    with pytest.raises(ValueError, match="unknown mode"):
+        modes.ModeConfig("star")
+    with pytest.raises(ValueError, match="finetune_from"):
+        modes.ModeConfig(finetune_from="last")
+
+
+def test_replay_is_seeded_and_split_by_method():
+    base = [_v(f"b{i}", "text" if i % 2 else "code", 0) for i in range(10)]
+    a = modes.replay_records(base, 4, seed=1)
+    assert sum(map(len, a.values())) == 4 and a == modes.replay_records(base, 4, seed=1)
+    assert all(r["source"] == "replay" for rs in a.values() for r in rs)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+def _e(dataset, pid, method, correct, i=0, answer=None):
+    return {"dataset": dataset, "problem_id": pid, "method": method, "sample_index": i, "correct": correct,
+            "answer": answer, "gold": "1"}
+
+
+def test_accuracy_majority_and_overlap():
+    greedy = [_e("a", "1", "text", True), _e("a", "1", "code", True), _e("a", "2", "text", True),
+              _e("a", "2", "code", False), _e("a", "3", "text", False), _e("a", "3", "code", True),
+              _e("a", "4", "text", False), _e("a", "4", "code", False), _e("b", "1", "text", True),
+              _e("b", "1", "code", False)]
+    vote = [_e("a", "1", "text", True, 0, "1"), _e("a", "1", "text", False, 1, "2"),
+            _e("a", "1", "text", True, 2, "1"), _e("a", "2", "text", False, 0, "5")]
+    acc = evaluate.accuracy(greedy, vote)
+    assert acc["a"]["text"] == {"accuracy": 0.5, "maj_at_k": 0.5, "n": 4}
+    assert acc["a"]["code"] == {"accuracy": 0.5, "maj_at_k": None, "n": 4}
+    assert acc["all"]["text"]["n"] == 5 and acc["all"]["text"]["accuracy"] == 0.6
+    ov = evaluate.overlap(greedy)
+    assert {k: ov["a"][k] for k in ("both", "only_text", "only_code", "neither", "n")} == {
+        "both": 1, "only_text": 1, "only_code": 1, "neither": 1, "n": 4}
+    assert ov["a"]["correlation"] == 0.0
+    assert ov["b"]["correlation"] is None  # one problem: no variance
+
+
+def test_phi():
+    assert evaluate.phi([(True, True), (False, False)]) == 1.0
+    assert evaluate.phi([(True, False), (False, True)]) == -1.0
+    assert evaluate.phi([]) is None
+
+
+# --------------------------------------------------------------------------------------------
+# Verifier stage: resumption and crashes
+# --------------------------------------------------------------------------------------------
+def _samples(n):
+    out = []
+    for i in range(n):
+        code = i % 2 == 1
+        out.append({"problem_id": f"p{i}", "dataset": "synthetic_change", "method": "code" if code else "text",
+                    "sample_index": 0, "round": 1, "prompt": "Q", "gold": str(i), "seed": 0,
+                    "completion": f"def solution():\n    return {i}\n" if code else f" x. The answer is {i}."})
+    return out
+
+
+def test_verifier_crash_is_counted_as_lost(tmp_path, monkeypatch):
+    src = tmp_path / "samples.jsonl"
+    rundir.write_jsonl(src, _samples(8))
+    monkeypatch.setenv(faults.ENV, "verify.record@4+=crash")  # fails on every attempt from the 4th on
+    faults._counts.clear()
+    out = verification.verify_part(src, tmp_path / "verified.jsonl", restarts=1, lanes=2, progress=False)
+    records = rundir.read_jsonl(out)
+    assert [r["problem_id"] for r in records] == [f"p{i}" for i in range(8)]  # every record, in order
+    lost = [r for r in records if r.get("lost")]
+    assert len(lost) == 5  # 3 verified before the crash, the restart crashed at once
+    assert all(r["status"] == "error" and r["correct"] is False and "InjectedFault" in r["detail"] for r in lost)
+    assert verification.summarize(records)["text"]["lost"] + verification.summarize(records)["code"]["lost"] == 5
+    assert not (tmp_path / ".verified.jsonl.partial").exists()
+    faults._counts.clear()
+
+
+def test_verifier_restart_recovers_and_resume_reuses(tmp_path, monkeypatch):
+    src = tmp_path / "samples.jsonl"
+    rundir.write_jsonl(src, _samples(6))
+    monkeypatch.setenv(faults.ENV, "verify.record@3=crash")  # one crash, then the restart finishes
+    faults._counts.clear()
+    records = rundir.read_jsonl(verification.verify_part(src, tmp_path / "v.jsonl", restarts=1, lanes=2,
+                                                         progress=False))
+    assert not any(r.get("lost") for r in records)
+    assert all(r["correct"] for r in records)
+    # a partial file left by a killed run is reused: only what is missing is verified
+    monkeypatch.delenv(faults.ENV)
+    partial = tmp_path / ".w.jsonl.partial"
+    partial.write_text(json.dumps({**records[0], "detail": "from the partial file"}) + "\n" + '{"torn')
+    again = rundir.read_jsonl(verification.verify_part(src, tmp_path / "w.jsonl", lanes=2, progress=False))
+    assert again[0]["detail"] == "from the partial file"
+    assert [r["problem_id"] for r in again] == [r["problem_id"] for r in records]
+    faults._counts.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+def _fake_round(rd, r, acc_text, acc_code):
+    ev = {"eval": {"all": {"text": {"accuracy": acc_text, "maj_at_k": None, "n": 10},
+                           "code": {"accuracy": acc_code, "maj_at_k": 0.5, "n": 10}}},
+          "overlap": {"all": {"both": 2, "only_text": 3, "only_code": 1, "neither": 4, "n": 10,
+                              "correlation": -0.1}}, "lost": 0}
+    rundir.write_json(rd.stage(r, "eval") / "summary.json", ev)
+    rundir.mark_done(rd.stage(r, "eval"), "x", ev)
+    if r:
+        rundir.mark_done(rd.stage(r, "verified"), "x",
+                         {"verified": {"text": {"correct": 5, "total": 9, "lost": 1},
+                                       "code": {"correct": 4, "total": 9, "lost": 0}}})
+        rundir.mark_done(rd.stage(r, "translated"), "x",
+                         {"translated": {"text_to_code": {"kept": 3, "total": 5},
+                                         "code_to_text": {"kept": 2, "total": 4}}, "lost": {}})
+        rundir.mark_done(rd.stage(r, "train"), "x", {"train_examples": {"text": 7, "code": 8}})
+
+
+def test_report_metrics_schema_html_and_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    rd = rundir.RunDir(tmp_path / "run")
+    rd.check_config("mmst.RunConfig.rounds = 1\n")
+    _fake_round(rd, 0, 0.1, 0.3)
+    _fake_round(rd, 1, 0.4, 0.35)
+    metrics = report.write_report(rd, "mmst")
+    saved = json.loads((rd.report / "metrics.json").read_text())
+    assert saved == metrics
+    assert set(saved) == {"mode", "rounds"} and saved["mode"] == "mmst"
+    r0, r1 = saved["rounds"]
+    assert set(r1) == {"round", "eval", "verified", "translated", "train_examples"}
+    assert r0["round"] == 0 and r0["verified"] == {} and r0["translated"] == {}
+    assert r1["verified"] == {"text": {"correct": 5, "total": 9}, "code": {"correct": 4, "total": 9}}
+    assert r1["translated"]["text_to_code"] == {"kept": 3, "total": 5}
+    assert r1["eval"]["all"]["code"] == {"accuracy": 0.35, "maj_at_k": 0.5, "n": 10}
+    details = json.loads((rd.report / "details.json").read_text())
+    assert details["rounds"][1]["lost"]["verified"] == {"text": 1, "code": 0}
+    html = (rd.report / "report.html").read_text()
+    assert "mmst.RunConfig.rounds = 1" in html and "accuracy.png" in html and "overlap.png" in html
+    for png in ("accuracy.png", "overlap.png"):
+        assert (rd.report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(rd.report / "tensorboard"))
