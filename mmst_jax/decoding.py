@@ -109,7 +109,28 @@ def next_token(logits: jax.Array, keys: jax.Array, sampling: SamplingConfig) -> 
     if sampling.temperature == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = filter_logits(logits / sampling.temperature, sampling.top_k, sampling.top_p)
-    return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)
+    probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))  # unnormalised, 0 if filtered
+    u = jax.vmap(jax.random.uniform)(keys)  # [batch]: one uniform per row, not one per token
+    return _inverse_cdf(probs, u * jnp.sum(probs, axis=-1))
+
+
+def _inverse_cdf(weights: jax.Array, target: jax.Array) -> jax.Array:
+    """Per row the least index i with sum(weights[:i + 1]) > target, by bisection over the index
+    (log2(vocab) masked sums): token i is drawn with probability weights[i] / sum(weights) when
+    target is uniform in [0, sum). A Gumbel-max draw would need a random number per token.
+    weights [batch, vocab] >= 0, target [batch]."""
+    index = jnp.arange(weights.shape[-1])
+    last = jnp.max(jnp.where(weights > 0, index, 0), axis=-1)  # rounding never picks a filtered token
+
+    def body(_, bounds):  # invariant: the answer lies in [lo, hi]
+        lo, hi = bounds
+        mid = (lo + hi) // 2
+        above = jnp.sum(jnp.where(index <= mid[:, None], weights, 0.0), axis=-1) > target
+        return jnp.where(above, lo, mid + 1), jnp.where(above, mid, hi)
+
+    steps = max(int(np.ceil(np.log2(weights.shape[-1]))), 1)
+    lo, _ = jax.lax.fori_loop(0, steps, body, (jnp.zeros_like(last), last))
+    return lo.astype(jnp.int32)
 
 
 def row_keys(seed: int, prompt_index: Sequence[int], sample_index: Sequence[int]) -> jax.Array:

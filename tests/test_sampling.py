@@ -148,3 +148,30 @@ def test_sample_command_rejects_bad_requests(tmp_path):
         sample_command.sample(None, str(tmp_path / "out"), stop_strings=("",))
     with pytest.raises(decoding.SamplingError, match="cache"):
         sample_command.sample(None, str(tmp_path / "out"), max_cache_length=20)
+
+
+def test_sample_command_reads_a_seqio_task(tmp_path, bpe_tokenizer_dir):
+    import seqio
+    import tensorflow as tf
+
+    from mmst_jax.vocab import HFTokenizerVocabulary
+
+    vocab = HFTokenizerVocabulary(bpe_tokenizer_dir)
+    examples = {"inputs": ["Question: 2 + 3?\nSolution:", "Question: 4 * 5?\nSolution:"],
+                "targets": ["5", "20"], "problem_id": ["a", "b"], "dataset": ["toy", "toy"],
+                "method": ["code", "code"], "gold": ["5", "20"]}
+    name = "test_sampling_toy_task"
+    seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add(
+        name, source=seqio.FunctionDataSource(
+            lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensor_slices(examples),
+            splits=["train"]),
+        preprocessors=[seqio.preprocessors.tokenize],
+        output_features={"inputs": seqio.Feature(vocab, add_eos=False),
+                         "targets": seqio.Feature(vocab, add_eos=True)})
+    path = sample_command.sample(None, str(tmp_path), task=name, num_samples=2, max_new_tokens=4,
+                                 tokenizer=str(bpe_tokenizer_dir), model_preset="tiny")
+    records = [json.loads(line) for line in open(path)]
+    assert [(r["problem_id"], r["sample_index"], r["method"], r["gold"]) for r in records] == [
+        ("a", 0, "code", "5"), ("a", 1, "code", "5"), ("b", 0, "code", "20"), ("b", 1, "code", "20")]
+    assert records[0]["prompt"] == examples["inputs"][0]
