@@ -2,7 +2,11 @@
 
     logits_t = model(token_{t-1} | cache)          # [batch, vocab]
     token_t  ~ softmax(filter(logits_t / T))       # greedy when T == 0; top-k, then top-p
-    stop a row at EOS, at a stop string or after max_new_tokens; the loop ends when every row has
+    stop a row at EOS, at a stop string or after max_new_tokens; end when every row has stopped
+
+Top-k and top-p thresholds are found exactly by bisection over fp32 bit patterns and a token is
+drawn by inverse CDF (one uniform per row): no sort and no random number per vocabulary entry,
+both of which are slow on CPU (a [16, 32000] sort took ~90 ms a step, more than the model).
 
 Prompts are left-padded to one length, so every row writes its new tokens at the same cache slot;
 the cache-length attention mask tells the model which slots hold real tokens, and ALiBi positions
