@@ -31,12 +31,21 @@ def run_settings(problems: str = "synthetic", datasets: Sequence[str] = (), rela
                 use_mesh_config=use_mesh_config, distributed=distributed, title=title)
 
 
+@gin.configurable("synthetic", module="mmst")
+def synthetic_settings(families=None, digits=None, steps=None, n_train=None, n_test=None, seed=None,
+                       coverage=None, translation_coverage=None, corpus_seed=0) -> dict:
+    """The synthetic world of a run (mmst_jax.mmst.problems.synthetic); unbound: the tasks
+    package's own (`tasks.synthetic_world.*`, `tasks.bootstrap.*`)."""
+    return dict(families=families, digits=digits, steps=steps, n_train=n_train, n_test=n_test, seed=seed,
+                coverage=coverage, translation_coverage=translation_coverage, corpus_seed=corpus_seed)
+
+
 def build(settings: dict):
     """(problems, bootstrap corpus or None, mesh, rules) from the settings."""
     from mmst_jax.mmst import problems as problem_sources
 
     if settings["problems"] == "synthetic":
-        problems, corpus = problem_sources.synthetic()
+        problems, corpus = problem_sources.synthetic(**synthetic_settings())
     elif settings["problems"] == "datasets":
         problems, corpus = problem_sources.datasets(settings["datasets"], settings["related_datasets"]), None
     else:

@@ -16,12 +16,42 @@ from mmst_jax.mmst.stages import Problems
 SOURCES = ("synthetic", "datasets")
 
 
-def synthetic() -> tuple[Problems, list[dict]]:
-    """The synthetic world's problems and its bootstrap corpus (gin-bound sizes and coverage)."""
-    from tasks.synthetic import tasks as synthetic_tasks
+def synthetic(families: Sequence[str] | None = None, digits: tuple[int, int] | None = None,
+              steps: tuple[int, int] | None = None, n_train: int | None = None, n_test: int | None = None,
+              seed: int | None = None, coverage=None, translation_coverage=None,
+              corpus_seed: int = 0) -> tuple[Problems, list[dict]]:
+    """The synthetic world's problems and its bootstrap corpus.
 
-    world = synthetic_tasks.synthetic_world()
-    corpus = synthetic_tasks.bootstrap_corpus()
+    With no arguments: the world and corpus the tasks package's gin bindings give
+    (`tasks.synthetic_world.*`, `tasks.bootstrap.*`). Otherwise a world of the named `families`
+    (default all) with every family's `digits` and `steps` ranges replaced when given, and a
+    corpus with the given coverage tables (default: tasks.synthetic.corpus's)."""
+    from tasks.synthetic import corpus as corpus_lib
+    from tasks.synthetic import tasks as synthetic_tasks
+    from tasks.synthetic import world as world_lib
+
+    custom = any(x is not None for x in (families, digits, steps, n_train, n_test, seed, coverage,
+                                         translation_coverage))
+    if not custom:
+        world = synthetic_tasks.synthetic_world()
+        corpus = synthetic_tasks.bootstrap_corpus()
+    else:
+        names = list(families or world_lib.FAMILIES)
+        difficulty = {}
+        for name in names:
+            if name not in world_lib.FAMILIES:
+                raise ValueError(f"unknown synthetic family {name!r}; families: {sorted(world_lib.FAMILIES)}")
+            default = world_lib.FAMILIES[name].difficulty
+            difficulty[name] = world_lib.Difficulty(digits=tuple(digits or default.digits),
+                                                    steps=tuple(steps or default.steps))
+        world = world_lib.world_splits(seed=seed or 0, n_train=n_train or 2000, n_test=n_test or 200,
+                                       families=names, difficulty=difficulty)
+        if coverage is not None:
+            coverage = {m: {f: v for f, v in table.items() if f in names} for m, table in coverage.items()}
+        if translation_coverage is not None:
+            translation_coverage = {d: {f: v for f, v in table.items() if f in names}
+                                    for d, table in translation_coverage.items()}
+        corpus = corpus_lib.build_bootstrap_corpus(world["train"], coverage, translation_coverage, corpus_seed)
     return Problems(train=[p.to_problem() for p in world["train"]],
                     test=[p.to_problem() for p in world["test"]]), corpus
 

@@ -1,0 +1,163 @@
+"""`mmst run` end to end on the micro configuration (gin_configs/smoke_micro.gin): a run killed
+anywhere and started again ends as an uninterrupted one; a different config, damaged files and a
+crashing verifier are handled."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MICRO = "gin_configs/smoke_micro.gin"
+
+
+def _command() -> list[str]:
+    from mmst_jax import cli
+
+    if "run" in cli.SUBCOMMANDS:
+        return [sys.executable, "-m", "mmst_jax", "run"]
+    return [sys.executable, "-m", "mmst_jax.mmst", "run"]
+
+
+def mmst_run(run_dir, *flags, faults=None, timeout=600):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+    env.pop("MMST_FAULTS", None)
+    if faults:
+        env["MMST_FAULTS"] = faults
+    cmd = _command() + ["--quiet", f"--gin_file={MICRO}", f"--gin.RUN_DIR='{run_dir}'", *flags]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def records(run_dir) -> dict[str, list[dict]]:
+    """Every record file of a run (relative path -> records), verifier timings left out."""
+    out = {}
+    for path in sorted(pathlib.Path(run_dir).rglob("*.jsonl")):
+        rel = str(path.relative_to(run_dir))
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for r in rows:
+            r.pop("elapsed_ms", None)
+        out[rel] = rows
+    return out
+
+
+def results(run_dir):
+    run_dir = pathlib.Path(run_dir)
+    summaries = {str(p.relative_to(run_dir)): json.loads(p.read_text()) for p in run_dir.glob("round_*/eval/summary.json")}
+    return records(run_dir), json.loads((run_dir / "report" / "metrics.json").read_text()), summaries
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("mmst") / "reference"
+    proc = mmst_run(run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_uninterrupted_run_layout_and_metrics(reference):
+    run = pathlib.Path(reference)
+    assert (run / "config.gin").is_file()
+    for stage in ("train", "checkpoint", "eval"):
+        assert (run / "round_000" / stage / "_SUCCESS").is_file()
+    for stage in ("samples", "verified", "translated", "train", "checkpoint", "eval"):
+        assert (run / "round_001" / stage / "_SUCCESS").is_file(), stage
+    for method in ("text", "code"):
+        assert (run / "round_001" / "samples" / method / "part-00000-of-00001.jsonl").is_file()
+    assert (run / "round_001" / "checkpoint" / "model" / "config.json").is_file()
+    assert not (run / "round_001" / "checkpoint" / ".work").exists()  # training state dropped once done
+    recs, metrics, _ = results(run)
+    samples = recs["round_001/samples/text/part-00000-of-00001.jsonl"]
+    assert {"problem_id", "dataset", "method", "sample_index", "round", "prompt", "completion", "gold",
+            "seed"} <= set(samples[0])
+    keys = [(r["problem_id"], r["sample_index"]) for r in samples]
+    assert len(keys) == len(set(keys)) == 36 * 2  # 6 families x 6 problems, 2 samples each
+    verified = recs["round_001/verified/code/part-00000-of-00001.jsonl"]
+    assert all({"answer", "correct", "status", "detail"} <= set(r) for r in verified)
+    assert metrics["mode"] == "mmst" and [r["round"] for r in metrics["rounds"]] == [0, 1]
+    r1 = metrics["rounds"][1]
+    assert r1["verified"]["text"]["total"] == 72 and r1["verified"]["code"]["total"] == 72
+    assert set(r1["translated"]) == {"text_to_code", "code_to_text"}
+    assert sum(r1["train_examples"].values()) >= 24  # at least the replayed records
+    for dataset, per in r1["eval"].items():
+        for method, m in per.items():
+            assert 0.0 <= m["accuracy"] <= 1.0 and m["n"] > 0
+    assert (run / "report" / "report.html").is_file()
+    # started again: everything is done already, nothing changes
+    before = results(run)
+    proc = mmst_run(run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert results(run) == before
+
+
+@pytest.mark.slow
+def test_killed_anywhere_then_resumed_matches_uninterrupted(reference, tmp_path):
+    run = tmp_path / "killed"
+    # Each process is SIGKILLed at one point; the next one resumes. Round 0's evaluation samples 4
+    # batches, so the 6th batch is round 1's sampling; fine-tuning saves a checkpoint every 4 steps
+    # (asynchronously), so its 4th step is killed while that checkpoint is being written.
+    for fault in ("sample.batch@6=kill",        # during sampling (round 1)
+                  "verify.record@30=kill",      # during verification
+                  "train.step@4=kill",          # during a checkpoint write
+                  "train.step@3=kill",          # during fine-tuning
+                  "export@1=kill",              # model written, marker not yet
+                  "sample.batch@3=kill"):       # during evaluation sampling
+        proc = mmst_run(run, faults=fault)
+        assert proc.returncode == -signal.SIGKILL, (fault, proc.returncode, proc.stderr[-2000:])
+    proc = mmst_run(run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert results(run) == results(reference)
+
+
+def test_different_config_is_refused_unless_told(reference, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    proc = mmst_run(run, "--gin.mmst.Generation.num_samples=3")
+    assert proc.returncode != 0
+    assert "another configuration" in proc.stderr and "num_samples" in proc.stderr
+    assert "--allow_config_change" in proc.stderr
+    proc = mmst_run(run, "--gin.mmst.Generation.num_samples=3", "--allow_config_change")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run / "config.gin.1").read_text() == (reference / "config.gin").read_text()
+    assert "num_samples = 3" in (run / "config.gin").read_text()
+
+
+def test_damaged_files_are_detected_and_redone(reference, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    verified = run / "round_001" / "verified" / "text" / "part-00000-of-00001.jsonl"
+    text = verified.read_text()
+    verified.write_text(text[: len(text) // 2])  # torn
+    samples = run / "round_001" / "samples" / "code" / "part-00000-of-00001.jsonl"
+    samples.write_text(samples.read_text().replace('"sample_index": 1', '"sample_index": 7', 1))
+    summary = run / "round_000" / "eval" / "summary.json"
+    summary.write_text("{}")
+    proc = mmst_run(run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("round_001/verified", "round_001/samples", "round_000/eval"):
+        assert f"{name}: corrupt" in proc.stderr, name
+    assert results(run) == results(reference)
+
+
+def test_verifier_crash_is_survived_and_reported(reference, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    shutil.rmtree(run / "round_001" / "verified")
+    # the verifier fails from its 11th record on, on every restart: the rest of the round is lost
+    proc = mmst_run(run, faults="verify.record@11+=crash")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "could not be verified" in proc.stderr
+    recs, metrics, _ = results(run)
+    verified = [r for m in ("text", "code") for r in recs[f"round_001/verified/{m}/part-00000-of-00001.jsonl"]]
+    lost = [r for r in verified if r.get("lost")]
+    assert len(verified) == 144 and len(lost) == 144 - 10
+    assert all(r["status"] == "error" and not r["correct"] for r in lost)
+    assert [r["round"] for r in metrics["rounds"]] == [0, 1]
+    assert metrics["rounds"][1]["verified"]["text"]["total"] == 72
+    details = json.loads((run / "report" / "details.json").read_text())
+    assert sum(details["rounds"][1]["lost"]["verified"].values()) == 134
+    assert "lost to the verifier" in (run / "report" / "report.html").read_text()
