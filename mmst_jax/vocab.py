@@ -195,5 +195,5 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, path: epath.PathL
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp"
         tmp.write_text(tok.to_str())
-        tmp.rename(path)
+        tmp.replace(path)  # atomic, and overwrites an earlier tokenizer
     return tok

@@ -29,6 +29,13 @@ def test_special_ids_come_from_the_tokenizer(vocab):
     assert isinstance(vocab, seqio.Vocabulary)
 
 
+def test_training_again_replaces_the_tokenizer_file(tmp_path):
+    train_bpe_tokenizer(TEXTS * 5, 300, tmp_path / "tokenizer.json")
+    train_bpe_tokenizer(TEXTS * 5, 280, tmp_path / "tokenizer.json")
+    assert HFTokenizerVocabulary(tmp_path).vocab_size == 280
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer.json"]
+
+
 def test_special_ids_follow_a_different_tokenizer(tmp_path):
     train_bpe_tokenizer(TEXTS * 5, 300, tmp_path / "tokenizer.json",
                         special_tokens=["<pad>", "</s>", "<unk>", "<s>"])
