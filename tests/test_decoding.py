@@ -11,6 +11,7 @@ from mmst_jax import decoding
 from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_cache, init_params
 from mmst_jax.models.hf import load_bloom
 from mmst_jax.vocab import HFTokenizerVocabulary
+from mmst_jax.stop_strings import StopStringError
 
 EOS, PAD = 2, 3
 
@@ -173,9 +174,9 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(decoding.SamplingError, match="prompt is empty"):
         sampler.sample([[5, 6], []], num_samples=1, seed=0)
     token_bytes = [b"", b"a", b"b", b"\n"]
-    with pytest.raises(decoding.SamplingError, match="'' can never be detected"):
+    with pytest.raises(StopStringError, match="'' can never be detected"):
         decoding.StopStrings(["\n", ""], token_bytes)
-    with pytest.raises(decoding.SamplingError, match="'c' can never be detected"):
+    with pytest.raises(StopStringError, match="'c' can never be detected"):
         decoding.StopStrings(["\n", "c"], token_bytes)
     with pytest.raises(decoding.SamplingError, match="top_p must be in"):
         decoding.SamplingConfig(top_p=0.0)

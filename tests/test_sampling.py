@@ -17,6 +17,7 @@ from transformers.generation.logits_process import (TemperatureLogitsWarper, Top
 
 from mmst_jax import decoding, sample_command
 from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_params
+from mmst_jax.stop_strings import StopStringError
 
 PAD = 3
 
@@ -144,7 +145,7 @@ def test_sample_command_rejects_bad_requests(tmp_path):
         sample_command.sample(str(empty), str(tmp_path / "out"))
     with pytest.raises(ValueError, match="num_samples must be >= 1"):
         sample_command.sample(None, str(tmp_path / "out"), num_samples=0)
-    with pytest.raises(decoding.SamplingError, match="can never be detected"):
+    with pytest.raises(StopStringError, match="can never be detected"):
         sample_command.sample(None, str(tmp_path / "out"), stop_strings=("",))
     with pytest.raises(decoding.SamplingError, match="cache"):
         sample_command.sample(None, str(tmp_path / "out"), max_cache_length=20)
