@@ -161,3 +161,23 @@ def test_verifier_crash_is_survived_and_reported(reference, tmp_path):
     details = json.loads((run / "report" / "details.json").read_text())
     assert sum(details["rounds"][1]["lost"]["verified"].values()) == 134
     assert "lost to the verifier" in (run / "report" / "report.html").read_text()
+
+
+def test_eval_command_on_a_round_checkpoint(reference, tmp_path):
+    from mmst_jax import cli
+
+    cmd = ([sys.executable, "-m", "mmst_jax", "eval"] if "eval" in cli.SUBCOMMANDS
+           else [sys.executable, "-m", "mmst_jax.mmst", "eval"])
+    out = tmp_path / "eval"
+    proc = subprocess.run(cmd + ["--model", str(reference / "round_001" / "checkpoint"), "--tasks",
+                                 "synthetic_text,synthetic_code", "--limit", "1", "--max_new_tokens", "32",
+                                 "--output", str(out), "--quiet", "--gin.tasks.synthetic_world.n_train=4",
+                                 "--gin.tasks.synthetic_world.n_test=2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary["eval"]["all"]["text"]["n"] == 6 and summary["eval"]["all"]["code"]["n"] == 6
+    assert summary["overlap"]["all"]["n"] == 6
+    assert (out / "verified" / "greedy_synthetic_code" / "part-00000-of-00001.jsonl").is_file()

@@ -23,12 +23,14 @@ from mmst_jax.mmst import configurables
 
 @gin.configurable("run", module="mmst")
 def run_settings(problems: str = "synthetic", datasets: Sequence[str] = (), related_datasets: Sequence[str] = (),
-                 use_mesh_config: bool = False, distributed: bool = False, title: str = "MMST run") -> dict:
+                 use_mesh_config: bool = False, distributed: bool = False, title: str = "MMST run",
+                 reuse_base_from: str | None = None) -> dict:
     """The run's problem source; `use_mesh_config`: place the model on the gin-bound
     partitioning.MeshConfig (a topology file); `distributed`: call jax.distributed.initialize first
-    (several hosts)."""
+    (several hosts); `reuse_base_from`: a run directory whose round 0 (base model) to start from."""
     return dict(problems=problems, datasets=tuple(datasets), related_datasets=tuple(related_datasets),
-                use_mesh_config=use_mesh_config, distributed=distributed, title=title)
+                use_mesh_config=use_mesh_config, distributed=distributed, title=title,
+                reuse_base_from=reuse_base_from)
 
 
 @gin.configurable("synthetic", module="mmst")
@@ -86,6 +88,6 @@ def main(argv: Sequence[str]) -> int:
     config_text = gin.config_str()
     metrics = loop.run_mmst(run_dir, config, problems, base, finetune, bootstrap=corpus, config_text=config_text,
                             allow_config_change=args.allow_config_change, mesh=mesh, rules=rules,
-                            title=settings["title"])
+                            title=settings["title"], reuse_base_from=settings["reuse_base_from"])
     print(f"report: {run_dir}/report/report.html ({len(metrics.get('rounds', []))} rounds)", file=sys.stderr)
     return 0

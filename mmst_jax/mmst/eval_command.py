@@ -21,6 +21,8 @@ from typing import Sequence
 
 from etils import epath
 
+from mmst_jax.mmst import configurables  # noqa: F401  (registers the tasks.* configurables)
+
 
 def _tokenizer_for(model: epath.Path, given: str | None) -> str:
     if given:

@@ -20,12 +20,20 @@ log = logging.getLogger(__name__)
 
 def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, problems: stages.Problems, base: stages.Base,
              finetune: Any, *, bootstrap: Sequence[dict] | None = None, config_text: str = "",
-             allow_config_change: bool = False, mesh=None, rules=None, title: str = "MMST run") -> dict:
-    """Runs (or resumes) every round and returns report/metrics.json's contents."""
+             allow_config_change: bool = False, mesh=None, rules=None, title: str = "MMST run",
+             reuse_base_from: str | None = None) -> dict:
+    """Runs (or resumes) every round and returns report/metrics.json's contents.
+
+    `reuse_base_from`: another run directory whose round 0 (the base model and its evaluation) is
+    copied in before this run starts, if this run has none yet (an ablation next to its main run).
+    Its markers still decide: a base trained from other data or settings is found stale and redone.
+    """
     run_dir = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
     host, _ = generate.host_info()
     if host == 0:
         run_dir.check_config(config_text, allow_config_change)
+        if reuse_base_from:
+            _copy_base(rundir.RunDir(reuse_base_from), run_dir)
     generate.barrier("mmst:config")
     runner = stages.Runner(run_dir, config, problems, base, finetune, bootstrap=bootstrap, mesh=mesh, rules=rules)
     metrics = {}
@@ -40,6 +48,21 @@ def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, problems: stages.P
             _log_round(metrics)
         generate.barrier(f"mmst:round{r}")
     return metrics
+
+
+def _copy_base(source: rundir.RunDir, target: rundir.RunDir) -> None:
+    import shutil
+
+    if target.round(0).exists():
+        return
+    if not all(rundir.stage_state(source.stage(0, s)).done for s in ("checkpoint", "eval")):
+        log.warning("%s has no finished base model to reuse; training one here", source.path)
+        return
+    tmp = target.path / ".round_000.copy"
+    rundir.remove(tmp)
+    shutil.copytree(str(source.round(0)), str(tmp), ignore=shutil.ignore_patterns(".*"))
+    tmp.rename(target.round(0))
+    log.info("reusing the base model of %s", source.path)
 
 
 def _log_round(metrics: dict) -> None:

@@ -248,7 +248,9 @@ class RunDir:
     """Paths of one run (local or gs://) and its configuration check."""
 
     def __init__(self, path: epath.PathLike):
-        self.path = epath.Path(path)
+        text = os.fspath(path)
+        # Local paths are made absolute (orbax needs absolute checkpoint paths); gs:// stays as is.
+        self.path = epath.Path(text if "://" in text else os.path.abspath(text))
 
     def __repr__(self) -> str:
         return f"RunDir({os.fspath(self.path)!r})"

@@ -20,6 +20,8 @@ cleared and redone; one without a marker is resumed from the files it finished.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import random
@@ -173,9 +175,14 @@ class Runner:
                 return {"train_examples": {m: sum(1 for r in self.bootstrap if r["method"] == m)
                                            for m in METHODS}}
 
-            train_digest = self.stage(0, "train", rundir.combine("bootstrap"), write_corpus,
+            corpus_digest = hashlib.sha256(json.dumps(list(self.bootstrap), sort_keys=True).encode()).hexdigest()
+            train_digest = self.stage(0, "train", rundir.combine("bootstrap", corpus_digest), write_corpus,
                                       corpus_info)["digest"]
-        self.stage(0, "checkpoint", rundir.combine(train_digest), self._base_checkpoint,
+        # The base model is a function of its training data and of these settings.
+        recipe = json.dumps({"hf": self.base.hf_checkpoint, "preset": self.base.model_preset,
+                             "overrides": dict(self.base.model_overrides), "train": repr(self.base.train),
+                             "lengths": dict(self.config.feature_lengths)}, sort_keys=True)
+        self.stage(0, "checkpoint", rundir.combine(train_digest, recipe), self._base_checkpoint,
                    lambda d: {"model": generate.model_path(d)}, hash_contents=False)
         self.evaluate(0)
 
@@ -313,8 +320,6 @@ class Runner:
 
     def _model_config(self, path: str):
         from mmst_jax.models.bloom import BloomConfig
-
-        import json
 
         with epath.Path(path, "config.json").open() as f:
             raw = json.load(f)
