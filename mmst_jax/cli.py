@@ -21,6 +21,7 @@ GIN_CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"
 # subcommand -> (module, one-line help). Each module defines `main(argv: Sequence[str]) -> int`.
 SUBCOMMANDS = {
     "verify": ("mmst_jax.verify.command", "verify sample records: extract answers, run code in the sandbox"),
+    "train": ("mmst_jax.train_command", "fine-tune BLOOM on a SeqIO task or mixture, or a JSONL of {inputs, targets}"),
     "sample": ("mmst_jax.sample_command", "sample completions for prompts and write sample records"),
     "convert": ("mmst_jax.convert_command", "convert BLOOM checkpoints between HF safetensors and orbax"),
     "tasks": ("tasks.command", "list the registered SeqIO tasks and render an example"),
