@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 from typing import Any, Sequence
 
 import gin
+
+from mmst_jax.jsonl import read_jsonl, write_jsonl
 
 DEFAULT_PROMPTS = (
     {"problem_id": "default-0", "dataset": "builtin", "method": "text",
@@ -40,25 +41,18 @@ DEFAULT_PROMPTS = (
 METADATA = ("problem_id", "dataset", "method", "gold")
 
 
+def _check_prompt(record: dict) -> None:
+    if not isinstance(record.get("prompt"), str):
+        raise ValueError("each line must be an object with a string 'prompt'")
+
+
 def read_prompts(path: str) -> list[dict[str, Any]]:
     """Reads a prompts JSONL; every line must be an object with a string `prompt`."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"prompts file {path} does not exist")
-    records = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise ValueError(f"{path}:{line_no}: each line must be an object with a string 'prompt'")
-            record.setdefault("problem_id", f"{os.path.basename(path)}-{line_no}")
-            records.append(record)
+    records = read_jsonl(path, _check_prompt)
     if not records:
         raise ValueError(f"{path} holds no prompts")
+    for n, record in enumerate(records, 1):
+        record.setdefault("problem_id", f"{os.path.basename(path)}-{n}")
     return records
 
 
@@ -89,15 +83,6 @@ def read_task(name: str, split: str) -> list[dict[str, Any]]:
     if not records:
         raise ValueError(f"SeqIO task {name!r} has no examples in split {split!r}")
     return records
-
-
-def write_jsonl_atomic(path: str, records: Sequence[dict[str, Any]]) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 @gin.configurable(denylist=["prompts_file", "output_dir", "task", "split"])
@@ -139,11 +124,9 @@ def sample(prompts_file: str | None = None, output_dir: str = "runs/sample", *, 
         config = BloomConfig.preset(model_preset)
         params = init_params(config, jax.random.key(seed))
         if tokenizer is None:
-            tokenizer = os.path.join(output_dir, "tokenizer.json")
-            fresh = os.path.join(output_dir, f"tokenizer-{os.getpid()}.json")
+            tokenizer = os.path.join(output_dir, "tokenizer.json")  # replaces an earlier run's
             texts = [p["prompt"] for p in prompts] * 4
-            train_bpe_tokenizer(texts, vocab_size=min(config.vocab_size, 512), path=fresh)
-            os.replace(fresh, tokenizer)  # replaces the one of an earlier run
+            train_bpe_tokenizer(texts, vocab_size=min(config.vocab_size, 512), path=tokenizer)
     vocab = HFTokenizerVocabulary(tokenizer)
     vocab.check_fits_model(config.vocab_size, f"the model ({hf_checkpoint or model_preset})")
     stop = decoding.StopStrings(stop_strings, decoding.token_bytes(vocab)) if stop_strings else None
@@ -184,7 +167,7 @@ def sample(prompts_file: str | None = None, output_dir: str = "runs/sample", *, 
                     }
                 bar.update(len(batch))
     path = os.path.join(output_dir, f"part-{host:05d}-of-{hosts:05d}.jsonl")
-    write_jsonl_atomic(path, [records[key] for key in sorted(records)])
+    write_jsonl(path, [records[key] for key in sorted(records)])
     return path
 
 

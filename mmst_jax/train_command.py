@@ -14,12 +14,12 @@ ready for `mmst convert --to hf` or as the next round's starting point.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Sequence
 
 import gin
 
+from mmst_jax.jsonl import read_jsonl
 from mmst_jax.training import TrainConfig
 
 gin.external_configurable(TrainConfig, name="TrainConfig")
@@ -31,23 +31,14 @@ SMOKE_CONFIG = TrainConfig(num_steps=30, batch_size=8, learning_rate=3e-3, warmu
                            checkpoint_every=10)
 
 
+def _check_example(record: dict) -> None:
+    if not (isinstance(record.get("inputs"), str) and isinstance(record.get("targets"), str)):
+        raise ValueError("each line must be an object with string 'inputs' and 'targets'")
+
+
 def read_examples(path: str) -> list[dict[str, str]]:
     """A JSONL file whose every line is an object with string `inputs` and `targets`."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"training data file {path} does not exist")
-    examples = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
-            if not (isinstance(record, dict) and isinstance(record.get("inputs"), str)
-                    and isinstance(record.get("targets"), str)):
-                raise ValueError(f"{path}:{line_no}: each line must be an object with string 'inputs' and 'targets'")
-            examples.append({"inputs": record["inputs"], "targets": record["targets"]})
+    examples = [{"inputs": r["inputs"], "targets": r["targets"]} for r in read_jsonl(path, _check_example)]
     if not examples:
         raise ValueError(f"{path} holds no examples: nothing to train on")
     return examples

@@ -49,7 +49,7 @@ def test_a_jsonl_data_file_is_read_and_checked(clean_gin, tmp_path):
     empty.write_text("\n")
     with pytest.raises(ValueError, match="holds no examples"):
         train_command.read_examples(str(empty))
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="missing.jsonl: no such file"):
         train_command.read_examples(str(tmp_path / "missing.jsonl"))
 
 

@@ -6,7 +6,7 @@ No JAX here. Import the modules themselves; this package imports nothing on its 
   results    Limits, ExecResult, the result channel's parsing and the status of a run
   sandbox    Sandbox (warm worker, lanes, protections), run_programs
   verifier   verify_records, verify_text, verified_from_exec
-  records    read_samples (errors name file and line), read_verified, write_jsonl
+  records    read_samples (errors name file and line), read_verified
   command    `mmst verify --input samples.jsonl --output verified.jsonl`
 
 Inside the worker process: worker (set-up once, then lanes), lane (one program at a time),

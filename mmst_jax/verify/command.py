@@ -20,6 +20,7 @@ from typing import Sequence
 
 from etils import epath
 
+from mmst_jax.jsonl import write_jsonl
 from mmst_jax.verify import records as rec
 from mmst_jax.verify.results import Limits
 from mmst_jax.verify.sandbox import Sandbox
@@ -128,7 +129,7 @@ def verify_files(inputs: Sequence[str], output: str, *, limits: Limits | None = 
             if bar is not None:
                 bar.close()
     if todo or partial.exists() or not out_path.exists():
-        rec.write_jsonl(out_path, results)  # type: ignore[arg-type]
+        write_jsonl(out_path, results)  # type: ignore[arg-type]
         if partial.exists():
             partial.unlink()
     summary = summarize(results)  # type: ignore[arg-type]

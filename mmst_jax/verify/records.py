@@ -6,7 +6,7 @@ Public API:
   - ``check_sample(record)``: raises ``ValueError`` saying what is wrong with one record.
   - ``record_key(record)``: (dataset, problem_id, method, round, sample_index), a sample's identity.
   - ``read_verified(path)``: verified records, skipping a torn last line (a run killed mid-write).
-  - ``write_jsonl(path, records)``: writes atomically (temporary name, then rename).
+Writing goes through ``mmst_jax.jsonl.write_jsonl`` (atomic: temporary name, then rename).
 
 Paths go through ``etils.epath``, so ``gs://`` works as local paths do.
 """
@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from etils import epath
 
+from mmst_jax.jsonl import JsonlError, read_jsonl
 from mmst_jax.verify.answers import answer_kind, gold_answer
 
 METHODS = ("text", "code")
@@ -25,7 +26,7 @@ REQUIRED = ("problem_id", "dataset", "method", "sample_index", "completion", "go
 STATUS_FIELDS = ("answer", "correct", "status", "detail", "elapsed_ms")
 
 
-class RecordError(ValueError):
+class RecordError(JsonlError):
     """A malformed record; the message names the file and line."""
 
 
@@ -65,20 +66,7 @@ def _lines(path: str | epath.Path) -> Iterable[tuple[int, str]]:
 
 
 def read_samples(path: str | epath.Path) -> list[dict]:
-    records = []
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-        try:
-            check_sample(record)
-        except ValueError as e:
-            raise RecordError(f"{path}:{lineno}: {e}") from None
-        records.append(record)
-    return records
+    return read_jsonl(path, check_sample, error=RecordError)
 
 
 def read_verified(path: str | epath.Path) -> list[dict]:
@@ -100,13 +88,3 @@ def read_verified(path: str | epath.Path) -> list[dict]:
 
 def dumps(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
-
-
-def write_jsonl(path: str | epath.Path, records: Iterable[dict]) -> None:
-    p = epath.Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.parent / f".{p.name}.tmp"
-    with tmp.open("w") as f:
-        for record in records:
-            f.write(dumps(record))
-    tmp.replace(p)
