@@ -20,6 +20,8 @@ GIN_CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"
 
 # subcommand -> (module, one-line help). Each module defines `main(argv: Sequence[str]) -> int`.
 SUBCOMMANDS = {
+    "run": ("mmst_jax.mmst.command", "run or resume MMST rounds: sample, verify, translate, build, fine-tune, evaluate"),
+    "eval": ("mmst_jax.mmst.eval_command", "evaluate any checkpoint on any tasks (accuracy, maj@k, overlap)"),
     "verify": ("mmst_jax.verify.command", "verify sample records: extract answers, run code in the sandbox"),
     "train": ("mmst_jax.train_command", "fine-tune BLOOM on a SeqIO task or mixture, or a JSONL of {inputs, targets}"),
     "sample": ("mmst_jax.sample_command", "sample completions for prompts and write sample records"),

@@ -236,7 +236,6 @@ def _fake_round(rd, r, acc_text, acc_code):
 
 
 def test_report_metrics_schema_html_and_plots(tmp_path):
-    pytest.importorskip("matplotlib")
     rd = rundir.RunDir(tmp_path / "run")
     rd.check_config("mmst.RunConfig.rounds = 1\n")
     _fake_round(rd, 0, 0.1, 0.3)
