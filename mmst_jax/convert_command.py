@@ -3,9 +3,13 @@
     mmst convert --to orbax --input hf_dir/ --output ckpt_dir/    # HF -> orbax (config.json + params)
     mmst convert --to hf --input ckpt_dir/ --output hf_dir/       # orbax -> HF (transformers loads it)
 
-An orbax model directory holds `config.json` (HF form) and `params/` (an orbax PyTree checkpoint).
-On a mesh (a TPU slice) every host runs the same command; HF weights are read straight into their
-shards and orbax writes each host's shards.
+    mmst convert --to orbax --sharded --gin_file=topologies/v4-512.gin --input /gcs/B/bloom \
+        --output gs://B/bloom-orbax                                # on every host of a slice
+
+An orbax model directory holds `config.json` (HF form) and `params/` (an orbax PyTree checkpoint);
+it may be local or `gs://`. With `--sharded` the weights go onto the mesh of the gin topology: every
+host runs the same command, reads only the slices its devices hold (host memory peaks near one
+shard) and orbax writes each host's shards.
 """
 
 from __future__ import annotations
@@ -15,22 +19,32 @@ import json
 import os
 from typing import Sequence
 
+from etils import epath
+
+from mmst_jax.gin_configurables import MeshConfig, initialize_distributed
 from mmst_jax.models.bloom import BloomConfig
 from mmst_jax.models.hf import load_bloom, save_bloom
 
 
+def _model_dir(path: str) -> epath.Path:
+    """Orbax wants absolute paths; gs:// ones are left as they are."""
+    return epath.Path(path if "://" in str(path) else os.path.abspath(path))
+
+
 def save_orbax(config: BloomConfig, params, path: str) -> None:
-    """Writes config.json and params/ under `path` (orbax writes atomically and finalises)."""
+    """Writes params/ and config.json under `path` (orbax writes atomically and finalises; on
+    several hosts each writes its own shards and the first writes config.json)."""
+    import jax
     import orbax.checkpoint as ocp
 
-    path = os.path.abspath(path)
-    os.makedirs(path, exist_ok=True)
+    path = _model_dir(path)
+    path.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.join(path, "params"), params, force=True)
-    tmp = os.path.join(path, ".config.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(config.to_hf() | {"torch_dtype": config.param_dtype}, f, indent=2)
-    os.replace(tmp, os.path.join(path, "config.json"))
+        checkpointer.save(path / "params", params, force=True)
+    if jax.process_index() == 0:
+        tmp = path / ".config.json.tmp"
+        tmp.write_text(json.dumps(config.to_hf() | {"torch_dtype": config.param_dtype}, indent=2))
+        tmp.replace(path / "config.json")
 
 
 def load_orbax(path: str, shardings=None):
@@ -41,19 +55,20 @@ def load_orbax(path: str, shardings=None):
 
     from mmst_jax.models.bloom import init_params
 
-    path = os.path.abspath(path)
-    if not os.path.isdir(os.path.join(path, "params")):
+    path = _model_dir(path)
+    if not (path / "params").is_dir():
         raise FileNotFoundError(f"{path} has no params/ directory: not a model written by "
                                 "`mmst convert --to orbax`")
-    with open(os.path.join(path, "config.json")) as f:
-        raw = json.load(f)
+    raw = json.loads((path / "config.json").read_text())
     config = BloomConfig.from_hf(raw, param_dtype=raw.get("torch_dtype", "float32"))
     abstract = jax.eval_shape(lambda: init_params(config, jax.random.key(0), 1, 1))
-    if shardings is not None:
-        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                abstract, shardings)
+    if shardings is None:  # whole, on this process's first device, whatever mesh wrote it
+        shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.local_devices()[0]),
+                                 abstract)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            abstract, shardings)
     with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(os.path.join(path, "params"), abstract)
+        params = checkpointer.restore(path / "params", abstract)
     return config, jax.tree.map(jnp.asarray, params)
 
 
@@ -63,9 +78,18 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--input", required=True, help="HF directory (--to orbax) or orbax model (--to hf)")
     parser.add_argument("--output", required=True, help="directory to write")
     parser.add_argument("--dtype", default=None, help="cast the weights (float32, bfloat16)")
+    parser.add_argument("--sharded", action="store_true",
+                        help="--to orbax on the mesh of the gin topology (every host of a slice)")
     args = parser.parse_args(argv)
+    if args.sharded and args.to != "orbax":
+        raise ValueError("--sharded converts HF -> orbax only; orbax -> HF runs on one host")
     if args.to == "orbax":
-        config, params = load_bloom(args.input, dtype=args.dtype)
+        mesh = None
+        if args.sharded:
+            initialize_distributed()
+            mesh = MeshConfig().make_mesh()
+        config, params = load_bloom(args.input, mesh=mesh, dtype=args.dtype,
+                                    rules=MeshConfig().rules if args.sharded else None)
         save_orbax(config, params, args.output)
     else:
         config, params = load_orbax(args.input)
