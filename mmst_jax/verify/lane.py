@@ -32,6 +32,17 @@ def send(fd: int, message: dict) -> None:
         data = data[os.write(fd, data):]
 
 
+def reap_children() -> None:
+    """Reaps every child that has exited, without waiting for the others."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 class Lane:
     def __init__(self, cfg: dict, slot: dict, prot: dict, pidns_fd: int):
         self.cfg, self.slot, self.prot, self.pidns_fd = cfg, slot, prot, pidns_fd
@@ -230,13 +241,7 @@ class Lane:
     @staticmethod
     def _reap_orphans() -> None:
         """The lane is a child subreaper: orphans of its programs come to it, and are reaped."""
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        reap_children()
 
     @staticmethod
     def _killpg(pid: int) -> None:

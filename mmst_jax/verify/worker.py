@@ -25,7 +25,7 @@ import sys
 import time
 
 from mmst_jax.verify import harness, isolation
-from mmst_jax.verify.lane import Lane, send
+from mmst_jax.verify.lane import Lane, reap_children, send
 
 _IPC_SYSCTLS = {"shmmni": "0", "msgmni": "0", "sem": "0 0 0 0"}
 _NAMESPACES = {"net_ns": isolation.CLONE_NEWNET, "mount_ns": isolation.CLONE_NEWNS,
@@ -231,16 +231,6 @@ class Worker:
         os._exit(0)
 
 
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def _kill_slot_tasks(slots: list[dict]) -> None:
     """Kills whatever is left in the lanes' cgroups (a program that escaped its parent-death
     signal and outlived its lane cannot leave its cgroup)."""
@@ -297,6 +287,6 @@ def main() -> None:
     while True:  # the host writes nothing more; EOF means stop. Meanwhile, reap orphans.
         if select.select([0], [], [], 0.2)[0] and not os.read(0, 4096):
             break
-        _reap()
+        reap_children()
     _stop(lanes, worker.slots)
     os._exit(0)
