@@ -276,7 +276,8 @@ class Sampler:
     Prompt lengths are padded to multiples of `length_bucket` so that batches reuse compiled code.
     With a mesh the parameters are placed by their logical axes and the rows split over the
     `batch` rule's mesh axes (padded to a multiple of them); each row's tokens depend only on its
-    key, so the results do not depend on the mesh.
+    key, so the results do not depend on the mesh. On a mesh spanning several hosts a call is one
+    computation of them all: every host passes the same rows and gets every row back.
     """
 
     def __init__(self, config: BloomConfig, params, sampling: SamplingConfig, *, eos_id: int | None,
@@ -323,10 +324,17 @@ class Sampler:
         return stack
 
     def _put(self, x: np.ndarray | jax.Array) -> jax.Array:
+        """A batch (the same on every host) as a global array, its rows split over the mesh; each
+        host puts only its own devices' rows (no cross-host check or transfer)."""
         if self.mesh is None:
             return jnp.asarray(x)
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(self._put(np.asarray(jax.random.key_data(x))),
+                                            impl=jax.random.key_impl(x))
+        from mmst_jax import partitioning
+
         spec = jax.sharding.PartitionSpec(self._rows.spec[0], *([None] * (x.ndim - 1)))
-        return jax.device_put(x, jax.sharding.NamedSharding(self.mesh, spec))
+        return partitioning.place(np.asarray(x), jax.sharding.NamedSharding(self.mesh, spec))
 
     def __call__(self, prompts: Sequence[Sequence[int]], keys: jax.Array) -> list[list[int]]:
         """Rows' new tokens (EOS dropped; a stop string's last token kept: cut its text with
@@ -362,6 +370,10 @@ class Sampler:
                 self.params, self._put(ids), self._put(mask), self._put(keys), config=self.config,
                 sampling=self.sampling, eos_id=self.eos_id, pad_id=self.pad_id, prefix=prefix,
                 stop_table=self._stop_table, cache_length=length + steps)
+        if self.mesh is not None:  # every host gets every row (from other hosts' devices too)
+            from mmst_jax import partitioning
+
+            tokens, lengths = partitioning.gather_to_host((tokens, lengths))
         out = []
         for row, n in zip(np.asarray(tokens)[:rows].tolist(), np.asarray(lengths)[:rows].tolist()):
             row = row[:n]

@@ -210,10 +210,15 @@ def activation_sharding(mesh: Mesh, rules=DEFAULT_RULES):
 # Host <-> devices
 # --------------------------------------------------------------------------------------------
 def place(tree: Any, sharding_tree: Any) -> Any:
-    """Puts a host tree (identical on every host) on devices with the given shardings."""
-    return jax.tree.map(
-        lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda index: np.asarray(x)[index]),
-        tree, sharding_tree)
+    """Puts a tree on devices with the given shardings. Host values (identical on every host): each
+    host puts only its own devices' slices. Arrays already spread over several hosts' devices are
+    resharded on the devices (on every host at once), never gathered to one host."""
+    def one(x, s):
+        if isinstance(x, jax.Array) and (x.sharding == s or not x.is_fully_addressable):
+            return jax.device_put(x, s)
+        return jax.make_array_from_callback(np.shape(x), s, lambda index: np.asarray(x)[index])
+
+    return jax.tree.map(one, tree, sharding_tree)
 
 
 def batch_sharding(mesh: Mesh, rules=DEFAULT_RULES, ndim: int = 2) -> NamedSharding:
@@ -235,6 +240,11 @@ def host_batch_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh, rules=DEFA
                                     f"{ways} batch shards; use a global batch size divisible by {ways}")
         out[name] = jax.make_array_from_process_local_data(sharding, local, (global_rows,) + local.shape[1:])
     return out
+
+
+def spans_processes(mesh: Mesh) -> bool:
+    """Whether a mesh holds devices of other processes (hosts) than this one."""
+    return any(d.process_index != jax.process_index() for d in mesh.devices.flat)
 
 
 def gather_to_host(tree: Any) -> Any:

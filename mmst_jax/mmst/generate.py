@@ -10,6 +10,11 @@ whole list, sample j — is drawn with its own key `row_keys(seed, i, j)`, so th
 neither on the number of hosts nor on batching. Rows are sampled in fixed chunks, each written
 atomically to a hidden chunk file as it finishes; a run killed in the middle reuses the finished
 chunks and redoes the others exactly as they would have been done, then joins them.
+
+On a mesh spanning several hosts (a model too big for one) sampling is one computation of all the
+hosts: every host runs the same batches of every host's rows, in step, and keeps its own shard's
+records; a chunk is redone unless every host has it. With a mesh of its own devices (or none) a
+host samples only its own rows.
 """
 
 from __future__ import annotations
@@ -90,25 +95,45 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def on_every_host(flags: Sequence[bool]) -> list[bool]:
+    """Each flag true only if it is true on every host (each passes its own list, all of one
+    length); on one host the flags themselves."""
+    import jax
+
+    if jax.process_count() == 1 or not flags:
+        return [bool(f) for f in flags]
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    every = np.asarray(multihost_utils.process_allgather(np.asarray(flags, np.int32)))
+    return [bool(f) for f in every.reshape(jax.process_count(), len(flags)).all(axis=0)]
+
+
 def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Model, *, temperature: float,
                      num_samples: int, seed: int, round_index: int, max_new_tokens: int, top_k: int = 0,
                      top_p: float = 1.0, batch_size: int = 64, chunk_rows: int = 512, length_bucket: int = 32,
                      mesh=None, rules=None, progress: bool = True, desc: str = "sampling") -> epath.Path:
     """Samples `num_samples` completions of each prompt record of this host's shard and writes
     sample records (DESIGN.md, plus any extra fields of the prompt record); returns the part file.
-    A part file already there (written atomically by an earlier run) is kept as it is."""
+    A part file already there (written atomically by an earlier run) is kept as it is. On a mesh
+    spanning several hosts every host must call this at once, with the same arguments."""
     from mmst_jax import decoding
+    from mmst_jax.partitioning import spans_processes
 
     host, hosts = host_info()
     out_dir = epath.Path(out_dir)
     part = out_dir / rundir.part_name(host, hosts)
-    if part.exists():
+    in_step = hosts > 1 and mesh is not None and spans_processes(mesh)
+    if part.exists() and not in_step:
         return part
     chunks_dir = out_dir / f".{part.name}.chunks"
-    mine = [i for i in range(len(prompts)) if i % hosts == host]
-    rows = [(i, j) for i in mine for j in range(max(1, num_samples))]
+    run = [i for i in range(len(prompts)) if in_step or i % hosts == host]
+    rows = [(i, j) for i in run for j in range(max(1, num_samples))]
     chunks = [rows[s:s + chunk_rows] for s in range(0, len(rows), chunk_rows)]
-    todo = [c for c in range(len(chunks)) if not (chunks_dir / f"chunk-{c:05d}.jsonl").exists()]
+    done = [part.exists() or (chunks_dir / f"chunk-{c:05d}.jsonl").exists() for c in range(len(chunks))]
+    if in_step:  # all run a chunk that any host lacks (a host killed before it wrote its share)
+        done = on_every_host(done)
+    todo = [c for c in range(len(chunks)) if not done[c]]
     done_rows = sum(len(chunks[c]) for c in range(len(chunks)) if c not in todo)
     if todo:
         from tqdm import tqdm
@@ -135,11 +160,15 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
                     rows_in = batch + [batch[-1]] * (batch_size - len(batch))
                     keys = decoding.row_keys(seed, [i for i, _ in rows_in], [j for _, j in rows_in])
                     for (i, j), toks in zip(batch, sampler([tokens[i] for i, _ in rows_in], keys)):
-                        out.append(_sample_record(prompts[i], j, stop.truncate(vocab.decode(toks)),
-                                                  round_index, seed))
+                        if i % hosts == host:
+                            out.append(_sample_record(prompts[i], j, stop.truncate(vocab.decode(toks)),
+                                                      round_index, seed))
                     bar.update(len(batch))
                     faults.point("sample.batch")
-                rundir.write_jsonl(chunks_dir / f"chunk-{c:05d}.jsonl", out)
+                if not part.exists():
+                    rundir.write_jsonl(chunks_dir / f"chunk-{c:05d}.jsonl", out)
+    if part.exists():
+        return part
     records = []
     for c in range(len(chunks)):
         records += rundir.read_jsonl(chunks_dir / f"chunk-{c:05d}.jsonl")
