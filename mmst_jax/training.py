@@ -36,7 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mmst_jax import checkpoints as ckpt_lib
 from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_params
-from mmst_jax.partitioning import DEFAULT_RULES, logical_to_sharding, param_logical_specs
+from mmst_jax.partitioning import DEFAULT_RULES, logical_to_sharding, param_logical_specs, place
 
 log = logging.getLogger(__name__)
 
@@ -274,9 +274,10 @@ def abstract_state(config: BloomConfig, optimizer, shardings: TrainState) -> Tra
 
 
 def init_state(config: BloomConfig, params, optimizer, shardings: TrainState, seed: int) -> TrainState:
-    """A fresh state from `params` (a host or device tree), placed by `shardings`."""
-    params = jax.tree.map(lambda x, s: jax.device_put(jnp.asarray(x, config.params_dtype), s),
-                          params, shardings.params)
+    """A fresh state from `params` (a host tree, the same on every host, or a device tree), placed
+    by `shardings`."""
+    dtype = config.params_dtype
+    params = place(jax.tree.map(lambda x: x if x.dtype == dtype else x.astype(dtype), params), shardings.params)
     opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
     put = lambda x: jax.device_put(x, shardings.step)  # noqa: E731
     return TrainState(put(jnp.zeros((), jnp.int32)), params, opt_state, put(jax.random.PRNGKey(seed)))
@@ -380,8 +381,9 @@ def device_peak_flops(tc: TrainConfig) -> float | None:
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
-def _initial_params(config: BloomConfig, init, seed: int, program: Program):
-    """`init` is a params tree, None (random), or a model directory (orbax or HF safetensors)."""
+def _initial_params(config: BloomConfig, init, seed: int, program: Program, mesh: Mesh, rules):
+    """`init` is a params tree, None (random), or a model directory (orbax or HF safetensors), read
+    straight onto the mesh (each host only its devices' slices)."""
     if init is None:
         return program.init_params(jax.random.key(seed))
     if not isinstance(init, (str, os.PathLike)):
@@ -390,12 +392,14 @@ def _initial_params(config: BloomConfig, init, seed: int, program: Program):
     from mmst_jax.models.hf import load_bloom
 
     path = os.fspath(init)
-    theirs, params = load_orbax(path) if os.path.isdir(os.path.join(path, "params")) else load_bloom(path)
+    theirs = BloomConfig.from_hf(path)
     if ckpt_lib.architecture(theirs) != ckpt_lib.architecture(config):
         raise ckpt_lib.CheckpointError(
             f"{path} holds a model of another architecture ({ckpt_lib.architecture(theirs)}) than the one "
             f"configured ({ckpt_lib.architecture(config)}): configure the model it holds")
-    return params
+    if os.path.isdir(os.path.join(path, "params")):
+        return load_orbax(path, program.shardings.params)[1]
+    return load_bloom(path, mesh=mesh, rules=rules)[1]
 
 
 def _next_batch(data: BatchIterator, step: int, tc: TrainConfig) -> dict[str, np.ndarray]:
@@ -450,7 +454,7 @@ def train(config: BloomConfig, init, data, tc: TrainConfig, mesh: Mesh, workdir:
             return state
         first = _next_batch(data, start, tc)  # an empty dataset fails here, before any model is built
         if not restored:
-            params = _initial_params(config, init, tc.seed, program)
+            params = _initial_params(config, init, tc.seed, program, mesh, rules)
             state = init_state(config, params, program.optimizer, program.shardings, tc.seed)
         batches = itertools.chain([first], (_next_batch(data, step, tc) for step in itertools.count(start + 1)))
         state = _loop(config, state, program.step, batches, data, tc, mesh, rules, workdir, checkpoints,
