@@ -9,6 +9,7 @@ A run directory holding another configuration is refused unless `allow_config_ch
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Sequence
 
@@ -47,6 +48,8 @@ def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, problems: stages.P
             metrics = report.write_report(run_dir, config.mode.mode, title)
             _log_round(metrics)
         generate.barrier(f"mmst:round{r}")
+    if host != 0:  # host 0 wrote the report
+        metrics = json.loads((run_dir.report / "metrics.json").read_text())
     return metrics
 
 

@@ -64,11 +64,13 @@ class Runner:
                  finetune: Any, *, bootstrap: Sequence[dict] | None = None, mesh=None, rules=None):
         import jax
 
-        from mmst_jax.partitioning import DEFAULT_RULES, make_mesh
+        from mmst_jax.partitioning import DEFAULT_RULES, MeshConfig, make_mesh
 
         self.run_dir, self.config, self.problems, self.base = run_dir, config, problems, base
         self.finetune_config, self.bootstrap = finetune, bootstrap
-        self.mesh = mesh if mesh is not None else make_mesh((1, 1, 1), jax.devices()[:1])
+        if mesh is None:  # one device; on several hosts every device, data parallel
+            mesh = make_mesh((1, 1, 1), jax.devices()[:1]) if jax.process_count() == 1 else MeshConfig().make_mesh()
+        self.mesh = mesh
         self.rules = tuple(rules or DEFAULT_RULES)
         self.host, self.hosts = generate.host_info()
         self._model: tuple[str, generate.Model] | None = None
