@@ -56,6 +56,7 @@ def reference(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("mmst") / "reference"
     proc = mmst_run(run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step/s" not in proc.stderr and "sample/s" not in proc.stderr  # --quiet: no progress bars
     return run_dir
 
 

@@ -78,12 +78,15 @@ def main(argv: Sequence[str]) -> int:
 
     run_dir = configurables.run_dir()
     config = configurables.run_config()
-    if args.quiet:
+    base = configurables.base()
+    finetune = configurables.train_config("finetune")
+    if args.quiet:  # no bar anywhere: sampling, verification and both trainings
         import dataclasses
 
         config = dataclasses.replace(config, progress=False)
-    base = configurables.base()
-    finetune = configurables.train_config("finetune")
+        finetune = dataclasses.replace(finetune, progress_bar=False)
+        if base.train is not None:
+            base = dataclasses.replace(base, train=dataclasses.replace(base.train, progress_bar=False))
     problems, corpus, mesh, rules = build(settings)
     config_text = gin.config_str()
     metrics = loop.run_mmst(run_dir, config, problems, base, finetune, bootstrap=corpus, config_text=config_text,
