@@ -27,6 +27,9 @@ verified solutions into the other method, verifies again and trains the other me
 which is what the paper does with few-shot translation prompts. Translating a big-number program
 into text still needs the arithmetic, so transfer into the text method is expected mainly at the
 small end of the number-size knob, as the paper found the weaker method gains but stays weaker.
+The CPU smoke run (gin_configs/smoke.gin) binds other tables: every problem solved in text and 1% in
+code, so that code, the method with the higher ceiling, starts as the weaker one (README, "The smoke
+run's figures", has the results and the reason).
 
 Prompts are the zero-shot form of the real tasks' blocks (tasks.prompts): `Question: ...` then
 `Solution:` or `Program:`; problem ids are `synthetic_<family>/<split>/<index>` and the dataset of a
