@@ -27,6 +27,8 @@ from typing import Any, Iterable, Mapping
 
 from etils import epath
 
+from mmst_jax import jsonl
+
 log = logging.getLogger(__name__)
 
 MARKER = "_SUCCESS"
@@ -42,7 +44,7 @@ class ConfigMismatchError(RunDirError):
     """The run directory holds a run of another configuration."""
 
 
-class CorruptRecordsError(RunDirError):
+class CorruptRecordsError(RunDirError, jsonl.JsonlError):
     """A records file that does not parse (a damaged file); the stage that wrote it is redone."""
 
 
@@ -86,20 +88,7 @@ def write_jsonl(path: epath.PathLike, records: Iterable[Mapping]) -> int:
 def read_jsonl(path: epath.PathLike) -> list[dict]:
     """Every record of a JSON Lines file; a line that is not a JSON object (a damaged file)
     raises CorruptRecordsError naming the file and line."""
-    path = epath.Path(path)
-    out = []
-    with path.open("r") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorruptRecordsError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise CorruptRecordsError(f"{path}:{lineno}: not a JSON object")
-            out.append(record)
-    return out
+    return jsonl.read_jsonl(path, error=CorruptRecordsError)
 
 
 def read_parts(directory: epath.PathLike) -> list[dict]:
