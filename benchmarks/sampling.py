@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmst_jax import decoding
+from mmst_jax.sampling import decode
 from mmst_jax.models.hf import load_bloom
 
 PAD = 3
@@ -72,10 +72,10 @@ def ours_vs_hf(hf_model, config, params, rows: int, prompt_len: int, new: int, t
     rs = np.random.RandomState(1)
     ids = rs.randint(4, config.vocab_size, size=(rows, prompt_len)).astype(np.int32)
     mask = np.ones_like(ids)
-    sampling = decoding.SamplingConfig(temperature=1.0, top_p=top_p, max_new_tokens=new)
-    keys = decoding.row_keys(0, range(rows), [0] * rows)
+    sampling = decode.SamplingConfig(temperature=1.0, top_p=top_p, max_new_tokens=new)
+    keys = decode.row_keys(0, range(rows), [0] * rows)
     start = time.perf_counter()
-    compiled = decoding.decode.lower(params, ids, mask, keys, config=config, sampling=sampling, eos_id=None,
+    compiled = decode.decode.lower(params, ids, mask, keys, config=config, sampling=sampling, eos_id=None,
                                      pad_id=PAD).compile()
     compile_s = time.perf_counter() - start
     ours_s, (_, lengths, _) = timed(lambda: compiled(params, ids, mask, keys), repeats)
@@ -102,22 +102,22 @@ def prefix_sharing(config, params, rows: int, prefix_len: int, suffix_len: int, 
     rs = np.random.RandomState(2)
     prefix = rs.randint(4, config.vocab_size, size=prefix_len).astype(np.int32)
     suffixes = rs.randint(4, config.vocab_size, size=(rows, suffix_len)).astype(np.int32)
-    sampling = decoding.SamplingConfig(temperature=1.0, top_p=top_p, max_new_tokens=new)
-    keys = decoding.row_keys(0, range(rows), [0] * rows)
+    sampling = decode.SamplingConfig(temperature=1.0, top_p=top_p, max_new_tokens=new)
+    keys = decode.row_keys(0, range(rows), [0] * rows)
     kw = dict(config=config, sampling=sampling, eos_id=None, pad_id=PAD)
 
     # Off: every row carries the whole prompt.
     whole = np.concatenate([np.tile(prefix, (rows, 1)), suffixes], axis=1)
     whole_mask = np.ones_like(whole)
-    off = decoding.decode.lower(params, whole, whole_mask, keys, **kw).compile()
+    off = decode.decode.lower(params, whole, whole_mask, keys, **kw).compile()
     off_s, (a, _, _) = timed(lambda: off(params, whole, whole_mask, keys), repeats)
 
     # On: the prefix prefilled once (batch 1), its keys/values shared by every row.
     prefix_ids = jnp.asarray(prefix[None])
-    prefill = decoding.prefill_prefix.lower(params, prefix_ids, config=config).compile()
+    prefill = decode.prefill_prefix.lower(params, prefix_ids, config=config).compile()
     prefix_cache = prefill(params, prefix_ids)
     suffix_mask = np.ones_like(suffixes)
-    on = decoding.decode.lower(params, suffixes, suffix_mask, keys, prefix=prefix_cache, **kw).compile()
+    on = decode.decode.lower(params, suffixes, suffix_mask, keys, prefix=prefix_cache, **kw).compile()
     on_s, (b, _, _) = timed(
         lambda: on(params, suffixes, suffix_mask, keys, prefix=prefill(params, prefix_ids)), repeats)
     agree = float(np.mean(np.asarray(a)[:, 0] == np.asarray(b)[:, 0]))  # same first tokens, same keys

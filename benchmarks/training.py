@@ -45,7 +45,7 @@ def matmul_peak_gflops(dtype, n: int, repeats: int = 5) -> float:
 
 def ours(config, batch, length, steps: int) -> dict:
     from mmst_jax import training
-    from mmst_jax.partitioning import make_mesh
+    from mmst_jax.sharding import make_mesh
 
     tc = training.TrainConfig(num_steps=1000, batch_size=batch, learning_rate=1e-4, weight_decay=0.1,
                               progress_bar=False)

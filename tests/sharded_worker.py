@@ -25,9 +25,9 @@ def main():
     parser.add_argument("--output")
     args = parser.parse_args()
 
-    from mmst_jax import partitioning
+    from mmst_jax import sharding
 
-    partitioning.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
     results = [run(tuple(int(x) for x in m.split(","))) for m in args.mesh]
     if args.output:
@@ -44,21 +44,21 @@ def run(mesh_shape):
     import jax.numpy as jnp
     import optax
 
-    from mmst_jax import partitioning
+    from mmst_jax import sharding
     from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM
 
     config = BloomConfig(vocab_size=256, hidden_size=64, n_layer=2, n_head=8)
     model = BloomForCausalLM(config)
-    rules = partitioning.DEFAULT_RULES
+    rules = sharding.DEFAULT_RULES
     size = mesh_shape[0] * mesh_shape[1] * mesh_shape[2]
-    mesh = partitioning.make_mesh(mesh_shape, jax.devices()[:size])
+    mesh = sharding.make_mesh(mesh_shape, jax.devices()[:size])
 
     # Parameters created directly in their shards from the abstract shapes.
     ids_example = jnp.ones((1, 4), jnp.int32)
     boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), ids_example))["params"]
-    specs = partitioning.logical_specs(boxed)
-    param_shardings = partitioning.logical_to_sharding(specs, mesh, rules, shapes=nn.unbox(boxed))
-    init = partitioning.init_sharded(
+    specs = sharding.logical_specs(boxed)
+    param_shardings = sharding.logical_to_sharding(specs, mesh, rules, shapes=nn.unbox(boxed))
+    init = sharding.init_sharded(
         lambda rng: nn.unbox(model.init(rng, ids_example)["params"]), param_shardings)
     params = init(jax.random.key(42))
 
@@ -70,7 +70,7 @@ def run(mesh_shape):
     global_mask[6, :2] = 0
     rows = len(global_ids) // jax.process_count()
     mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
-    batch = partitioning.host_batch_to_global(
+    batch = sharding.host_batch_to_global(
         {"ids": global_ids[mine], "mask": global_mask[mine]}, mesh, rules)
 
     def loss_fn(p, ids, mask):
@@ -81,20 +81,20 @@ def run(mesh_shape):
         return -(target_logp * weights).sum() / weights.sum(), logits
 
     tx = optax.adamw(1e-2, weight_decay=0.1)
-    opt_state_shardings = partitioning.logical_to_sharding(
-        partitioning.logical_specs(jax.eval_shape(tx.init, boxed)), mesh, rules)
+    opt_state_shardings = sharding.logical_to_sharding(
+        sharding.logical_specs(jax.eval_shape(tx.init, boxed)), mesh, rules)
     opt_state = jax.jit(tx.init, out_shardings=opt_state_shardings)(params)
 
     @jax.jit
     def step(p, o, ids, mask):
-        with partitioning.activation_sharding(mesh, rules):
+        with sharding.activation_sharding(mesh, rules):
             (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, ids, mask)
         updates, o = tx.update(grads, o, p)
         return optax.apply_updates(p, updates), o, loss, logits, grads
 
     new_params, _, loss, logits, grads = step(params, opt_state, batch["ids"], batch["mask"])
 
-    logits, grads, new_params = partitioning.gather_to_host((logits, grads, new_params))
+    logits, grads, new_params = sharding.gather_to_host((logits, grads, new_params))
     qkv = params["h"]["self_attention"]["query_key_value"]["kernel"]
     result = {
         "mesh": list(mesh_shape),

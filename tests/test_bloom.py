@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bloom_reference import left_padded_batch, random_hf_bloom
-from mmst_jax import decoding
+from mmst_jax.sampling import decode
 from mmst_jax.models.bloom import (BloomConfig, BloomForCausalLM, ConfigError, alibi_slopes,
                                    init_params, token_positions)
 from mmst_jax.models.hf import load_bloom, save_bloom
@@ -48,9 +48,9 @@ def test_greedy_continuations_match_transformers_generate(reference):
         ref = hf_model.generate(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
                                 max_new_tokens=32, do_sample=False, pad_token_id=3,
                                 eos_token_id=2).numpy()[:, ids.shape[1]:]
-    ours = np.asarray(decoding.generate(
+    ours = np.asarray(decode.generate(
         params, ids, mask, jax.random.key(0), config=config,
-        sampling=decoding.SamplingConfig(max_new_tokens=32), eos_id=2, pad_id=3))
+        sampling=decode.SamplingConfig(max_new_tokens=32), eos_id=2, pad_id=3))
     # HF stops generating once every row has hit EOS; past that our rows are padding too.
     assert ref.shape[1] >= 1
     np.testing.assert_array_equal(ours[:, :ref.shape[1]], ref)

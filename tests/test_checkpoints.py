@@ -36,7 +36,7 @@ def setup():
 def mesh_of(shape):
     import jax
 
-    from mmst_jax.partitioning import make_mesh
+    from mmst_jax.sharding import make_mesh
     return make_mesh(shape, jax.devices()[:int(np.prod(shape))])
 
 
@@ -73,7 +73,8 @@ def straight(tmp_path_factory):
 
 
 def test_stop_at_10_then_resume_to_20_is_bit_identical(straight, tmp_path):
-    from mmst_jax import checkpoints, training
+    from mmst_jax.training import checkpoints
+    from mmst_jax import training
 
     config, data, tc = setup()
     stopped = training.train(config, None, data, tc, mesh_of((1, 1, 1)), str(tmp_path), stop_at_step=10)
@@ -87,7 +88,8 @@ def test_stop_at_10_then_resume_to_20_is_bit_identical(straight, tmp_path):
 
 
 def test_killed_mid_run_then_resumed_is_bit_identical(straight, tmp_path):
-    from mmst_jax import checkpoints, training
+    from mmst_jax.training import checkpoints
+    from mmst_jax import training
 
     result = run_worker("kill_at_13", tmp_path)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
@@ -110,7 +112,8 @@ def test_checkpoint_written_on_1_device_restores_onto_4(straight, tmp_path):
 def test_a_checkpoint_of_another_model_is_refused(straight):
     import dataclasses
 
-    from mmst_jax import checkpoints, training
+    from mmst_jax.training import checkpoints
+    from mmst_jax import training
 
     config, data, tc = setup()
     other = dataclasses.replace(config, hidden_size=64)
@@ -119,7 +122,8 @@ def test_a_checkpoint_of_another_model_is_refused(straight):
 
 
 def test_a_damaged_checkpoint_falls_back_to_the_last_complete_one(straight, tmp_path, caplog):
-    from mmst_jax import checkpoints, training
+    from mmst_jax.training import checkpoints
+    from mmst_jax import training
 
     shutil.copytree(straight[0], tmp_path / "run")
     directory = tmp_path / "run" / "checkpoints"
@@ -134,7 +138,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_last_complete_one(straight, tmp_
     abstract = training.abstract_state(config, program.optimizer, program.shardings).to_dict()
     manager = checkpoints.Checkpoints(directory)
     assert manager.steps() == [10, 15, 20]  # the interrupted save is not listed
-    with caplog.at_level(logging.WARNING, logger="mmst_jax.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="mmst_jax.training.checkpoints"):
         step, state, meta = manager.restore(abstract, config)
     assert step == 15 and int(state["step"]) == 15 and meta["data"] == {"position": 15}
     assert "25.orbax-checkpoint-tmp-1234: an interrupted save, not a complete checkpoint" in caplog.text
@@ -155,7 +159,8 @@ def flat(tree):
 def worker(mode: str, workdir: str) -> None:
     import jax
 
-    from mmst_jax import checkpoints, training
+    from mmst_jax.training import checkpoints
+    from mmst_jax import training
 
     config, data, tc = setup()
     if mode == "kill_at_13":

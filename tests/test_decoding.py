@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from bloom_reference import random_hf_bloom
-from mmst_jax import decoding
+from mmst_jax.sampling import decode
 from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_cache, init_params
 from mmst_jax.models.hf import load_bloom
 from mmst_jax.vocab import HFTokenizerVocabulary
-from mmst_jax.stop_strings import StopStringError
+from mmst_jax.sampling.stop_strings import StopStringError
 
 EOS, PAD = 2, 3
 
@@ -25,7 +25,7 @@ def hf_and_ours(n_head, vocab_size, tmp_path, seed):
 
 def hf_greedy(hf_model, prompts, max_new_tokens):
     """transformers' greedy continuations of token prompts (left-padded together), as lists."""
-    ids, mask = decoding.left_pad(prompts, PAD)
+    ids, mask = decode.left_pad(prompts, PAD)
     with torch.no_grad():
         out = hf_model.generate(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
                                 max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=PAD,
@@ -47,7 +47,7 @@ def test_shared_prefix_greedy_matches_transformers(model6):
     prefix = rs.randint(4, 320, size=21).tolist()
     prompts = [prefix + rs.randint(4, 320, size=n).tolist() for n in (6, 1, 11)]
     ref = hf_greedy(hf_model, prompts, 24)
-    sampler = decoding.Sampler(config, params, decoding.SamplingConfig(max_new_tokens=24), eos_id=EOS,
+    sampler = decode.Sampler(config, params, decode.SamplingConfig(max_new_tokens=24), eos_id=EOS,
                                pad_id=PAD, length_bucket=4)
     ours = sampler.sample(prompts, num_samples=2, seed=0)
     assert sampler.shared_tokens == 20  # the common 21 tokens, rounded down to the bucket of 4
@@ -61,8 +61,8 @@ def test_prefix_cache_gives_the_logits_of_the_whole_prompt(model6):
     model = BloomForCausalLM(config)
     rs = np.random.RandomState(6)
     prefix = jnp.asarray(rs.randint(4, 320, size=(1, 9)), jnp.int32)
-    suffix_ids, suffix_mask = decoding.left_pad([rs.randint(4, 320, size=n).tolist() for n in (4, 2)], PAD)
-    prefix_cache = decoding.prefill_prefix(params, prefix, config=config)
+    suffix_ids, suffix_mask = decode.left_pad([rs.randint(4, 320, size=n).tolist() for n in (4, 2)], PAD)
+    prefix_cache = decode.prefill_prefix(params, prefix, config=config)
     cache = init_cache(config, 2, suffix_ids.shape[1], prefix=prefix_cache)
     # The prefix is held once: no batch axis, [layers, heads, P, head_dim].
     assert cache["prefix_key"].shape == (config.n_layer, config.n_head, 9, config.head_dim)
@@ -94,8 +94,8 @@ def test_stop_strings_end_rows_where_the_text_first_contains_them(model_with_tok
         before, upto = len(vocab.decode(ref[row][:at])), len(vocab.decode(ref[row][:at + 1]))
         stops.append(vocab.decode(ref[row])[max(before - 1, 0):upto + 1])
     assert all(stops)
-    stop = decoding.StopStrings(stops, decoding.token_bytes(vocab))
-    sampler = decoding.Sampler(config, params, decoding.SamplingConfig(max_new_tokens=24), eos_id=EOS,
+    stop = decode.StopStrings(stops, decode.token_bytes(vocab))
+    sampler = decode.Sampler(config, params, decode.SamplingConfig(max_new_tokens=24), eos_id=EOS,
                                pad_id=PAD, stop=stop, length_bucket=4)
     ours = sampler.sample(prompts, num_samples=1, seed=0)
     stopped = 0
@@ -114,16 +114,16 @@ def test_stop_strings_end_rows_where_the_text_first_contains_them(model_with_tok
 def test_the_loop_ends_when_every_row_has_stopped():
     config = BloomConfig.preset("tiny", vocab_size=64)
     params = init_params(config, jax.random.key(0))
-    ids, mask = decoding.left_pad([[5, 6, 7], [8, 9]], PAD)
-    sampling = decoding.SamplingConfig(max_new_tokens=40)
-    tokens, lengths, steps = decoding.decode(params, ids, mask, jax.random.key(0), config=config,
+    ids, mask = decode.left_pad([[5, 6, 7], [8, 9]], PAD)
+    sampling = decode.SamplingConfig(max_new_tokens=40)
+    tokens, lengths, steps = decode.decode(params, ids, mask, jax.random.key(0), config=config,
                                              sampling=sampling, eos_id=None, pad_id=PAD)
     assert int(steps) == 40 and lengths.tolist() == [40, 40]
     # Make each row's greedy token its EOS: every row stops at once and the loop runs no step.
     first = tokens[:, 0].tolist()
     stop_table = np.zeros((2, 64), np.int32)
     stop_table[:, first] = 1  # state 1 (the last) = matched
-    tokens, lengths, steps = decoding.decode(params, ids, mask, jax.random.key(0), config=config,
+    tokens, lengths, steps = decode.decode(params, ids, mask, jax.random.key(0), config=config,
                                              sampling=sampling, eos_id=None, pad_id=PAD,
                                              stop_table=jnp.asarray(stop_table))
     assert int(steps) == 1 and lengths.tolist() == [1, 1]
@@ -143,7 +143,7 @@ def test_stop_automaton_matches_a_substring_search():
     token_bytes = [b"", b"a", b"b", b"ab", b"ba", b"\n", b"\n\n", b"Q", b"\nQ:", b"a\n", b"\xc3", b"\xa9",
                    b"\xc3\xa9t\xc3\xa9"]
     patterns = ["\n\nQ", "aab", "\u00e9t", "ba\n"]
-    stop = decoding.StopStrings(patterns, token_bytes)
+    stop = decode.StopStrings(patterns, token_bytes)
     rs = np.random.RandomState(0)
     matched = 0
     for _ in range(3000):
@@ -162,21 +162,21 @@ def test_stop_automaton_matches_a_substring_search():
 def test_bad_input_gives_clear_errors():
     config = BloomConfig.preset("tiny", vocab_size=64)
     params = init_params(config, jax.random.key(0))
-    sampler = decoding.Sampler(config, params, decoding.SamplingConfig(max_new_tokens=8), eos_id=EOS,
+    sampler = decode.Sampler(config, params, decode.SamplingConfig(max_new_tokens=8), eos_id=EOS,
                                pad_id=PAD, max_cache_length=16)
-    with pytest.raises(decoding.SamplingError, match="needs 17 cache slots but the cache holds 16"):
+    with pytest.raises(decode.SamplingError, match="needs 17 cache slots but the cache holds 16"):
         sampler.sample([[5] * 9], num_samples=1, seed=0)
     assert len(sampler.sample([[5] * 8], num_samples=1, seed=0)[0][0]) <= 8  # exactly fits
-    with pytest.raises(decoding.SamplingError, match="no prompts"):
+    with pytest.raises(decode.SamplingError, match="no prompts"):
         sampler.sample([], num_samples=1, seed=0)
-    with pytest.raises(decoding.SamplingError, match="num_samples must be >= 1"):
+    with pytest.raises(decode.SamplingError, match="num_samples must be >= 1"):
         sampler.sample([[5, 6]], num_samples=0, seed=0)
-    with pytest.raises(decoding.SamplingError, match="prompt is empty"):
+    with pytest.raises(decode.SamplingError, match="prompt is empty"):
         sampler.sample([[5, 6], []], num_samples=1, seed=0)
     token_bytes = [b"", b"a", b"b", b"\n"]
     with pytest.raises(StopStringError, match="'' can never be detected"):
-        decoding.StopStrings(["\n", ""], token_bytes)
+        decode.StopStrings(["\n", ""], token_bytes)
     with pytest.raises(StopStringError, match="'c' can never be detected"):
-        decoding.StopStrings(["\n", "c"], token_bytes)
-    with pytest.raises(decoding.SamplingError, match="top_p must be in"):
-        decoding.SamplingConfig(top_p=0.0)
+        decode.StopStrings(["\n", "c"], token_bytes)
+    with pytest.raises(decode.SamplingError, match="top_p must be in"):
+        decode.SamplingConfig(top_p=0.0)

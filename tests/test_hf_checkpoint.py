@@ -106,7 +106,7 @@ def test_load_onto_a_mesh_places_every_parameter_by_the_rules(tmp_path):
     stdout = run_python(f"""
         import json, numpy as np, jax
         from mmst_jax.models.hf import load_bloom
-        from mmst_jax.partitioning import make_mesh
+        from mmst_jax.sharding import make_mesh
         mesh = make_mesh((1, 2, 2))
         _, sharded = load_bloom({str(tmp_path / "ckpt")!r}, mesh=mesh)
         _, host = load_bloom({str(tmp_path / "ckpt")!r})

@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from mmst_jax.mmst import evaluate, faults, modes, report, rundir, verification
+from mmst_jax.mmst import evaluate, modes, report, rundir
+from mmst_jax import faults
+from mmst_jax.verify import files
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,13 +187,13 @@ def test_verifier_crash_is_counted_as_lost(tmp_path, monkeypatch):
     rundir.write_jsonl(src, _samples(8))
     monkeypatch.setenv(faults.ENV, "verify.record@4+=crash")  # fails on every attempt from the 4th on
     faults._counts.clear()
-    out = verification.verify_part(src, tmp_path / "verified.jsonl", restarts=1, lanes=2, progress=False)
+    out = files.verify_part(src, tmp_path / "verified.jsonl", restarts=1, lanes=2, progress=False)
     records = rundir.read_jsonl(out)
     assert [r["problem_id"] for r in records] == [f"p{i}" for i in range(8)]  # every record, in order
     lost = [r for r in records if r.get("lost")]
     assert len(lost) == 5  # 3 verified before the crash, the restart crashed at once
     assert all(r["status"] == "error" and r["correct"] is False and "InjectedFault" in r["detail"] for r in lost)
-    assert verification.summarize(records)["text"]["lost"] + verification.summarize(records)["code"]["lost"] == 5
+    assert files.summarize(records)["text"]["lost"] + files.summarize(records)["code"]["lost"] == 5
     assert not (tmp_path / ".verified.jsonl.partial").exists()
     faults._counts.clear()
 
@@ -201,7 +203,7 @@ def test_verifier_restart_recovers_and_resume_reuses(tmp_path, monkeypatch):
     rundir.write_jsonl(src, _samples(6))
     monkeypatch.setenv(faults.ENV, "verify.record@3=crash")  # one crash, then the restart finishes
     faults._counts.clear()
-    records = rundir.read_jsonl(verification.verify_part(src, tmp_path / "v.jsonl", restarts=1, lanes=2,
+    records = rundir.read_jsonl(files.verify_part(src, tmp_path / "v.jsonl", restarts=1, lanes=2,
                                                          progress=False))
     assert not any(r.get("lost") for r in records)
     assert all(r["correct"] for r in records)
@@ -209,7 +211,7 @@ def test_verifier_restart_recovers_and_resume_reuses(tmp_path, monkeypatch):
     monkeypatch.delenv(faults.ENV)
     partial = tmp_path / ".w.jsonl.partial"
     partial.write_text(json.dumps({**records[0], "detail": "from the partial file"}) + "\n" + '{"torn')
-    again = rundir.read_jsonl(verification.verify_part(src, tmp_path / "w.jsonl", lanes=2, progress=False))
+    again = rundir.read_jsonl(files.verify_part(src, tmp_path / "w.jsonl", lanes=2, progress=False))
     assert again[0]["detail"] == "from the partial file"
     assert [r["problem_id"] for r in again] == [r["problem_id"] for r in records]
     faults._counts.clear()

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from mmst_jax import partitioning
-from mmst_jax.partitioning import MeshConfig, PartitioningError
+from mmst_jax import sharding
+from mmst_jax.sharding import MeshConfig, PartitioningError
 
 WORKER = os.path.join(os.path.dirname(__file__), "sharded_worker.py")
 MESHES = ["8,1,1", "2,2,2", "1,4,2", "1,1,8"]
@@ -95,7 +95,7 @@ def test_mesh_that_does_not_divide_the_devices_is_refused():
     with pytest.raises(PartitioningError, match="unknown axes"):
         MeshConfig(shape={"model": 8})
     with pytest.raises(PartitioningError, match="has 4 devices but 1 are available"):
-        partitioning.make_mesh((2, 2, 1))
+        sharding.make_mesh((2, 2, 1))
 
 
 def test_rules_naming_unknown_axes_are_refused():
@@ -104,28 +104,28 @@ def test_rules_naming_unknown_axes_are_refused():
     with pytest.raises(PartitioningError, match=r"names logical axis 'hidden'"):
         MeshConfig(rules=[("hidden", "fsdp")])
     with pytest.raises(PartitioningError, match="must be a pair"):
-        partitioning.validate_rules([("heads",)])
+        sharding.validate_rules([("heads",)])
 
 
 def test_dimension_not_divisible_by_its_mesh_axis_is_named():
     from jax.sharding import AbstractMesh, NamedSharding
 
-    mesh = AbstractMesh((1, 2, 4), partitioning.MESH_AXES)  # a 2x4 slice, no devices needed
+    mesh = AbstractMesh((1, 2, 4), sharding.MESH_AXES)  # a 2x4 slice, no devices needed
     specs = {"qkv": PartitionSpec("embed", "heads", None, "kv")}
     good = {"qkv": jax.ShapeDtypeStruct((64, 8, 3, 8), np.float32)}
-    partitioning.logical_to_sharding(specs, mesh, shapes=good)
+    sharding.logical_to_sharding(specs, mesh, shapes=good)
     bad = {"qkv": jax.ShapeDtypeStruct((64, 6, 3, 8), np.float32)}
     with pytest.raises(PartitioningError, match=r"qkv.*dimension 1 \(heads\) has size 6, not divisible "
                                                 r"by mesh axes tensor = 4; change the mesh shape or the "
                                                 r"rule for 'heads'"):
-        partitioning.logical_to_sharding(specs, mesh, shapes=bad)
+        sharding.logical_to_sharding(specs, mesh, shapes=bad)
 
 
 def test_topology_files_parse_and_fit_their_slices():
     import gin
 
     from mmst_jax import cli
-    from mmst_jax.gin_configurables import MeshConfig as ConfiguredMeshConfig
+    from mmst_jax.cli.configurables import MeshConfig as ConfiguredMeshConfig
 
     expected = {"cpu-1": 1, "cpu-8": 8, "v4-8": 4, "v4-32": 16, "v4-128": 64, "v4-512": 256,
                 "v5e-256": 256, "v5p-128": 64}

@@ -15,9 +15,10 @@ from scipy import stats
 from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
                                                     TopPLogitsWarper)
 
-from mmst_jax import decoding, sample_command
+from mmst_jax.sampling import decode
+from mmst_jax.cli import sample as sample_command
 from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_params
-from mmst_jax.stop_strings import StopStringError
+from mmst_jax.sampling.stop_strings import StopStringError
 
 PAD = 3
 
@@ -52,8 +53,8 @@ def test_next_token_frequencies_match_the_filtered_softmax(peaked_model, tempera
     support = expected > 0
     assert 4 <= support.sum() < config.vocab_size or (top_k == 0 and top_p == 1.0)
     draws = 12000
-    sampling = decoding.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=1)
-    sampler = decoding.Sampler(config, params, sampling, eos_id=None, pad_id=PAD)
+    sampling = decode.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=1)
+    sampler = decode.Sampler(config, params, sampling, eos_id=None, pad_id=PAD)
     rows = sampler.sample([prompt], num_samples=draws, seed=1234)[0]
     counts = np.bincount([r[0] for r in rows], minlength=config.vocab_size)
     # Nothing outside the filtered support is ever drawn.
@@ -77,9 +78,9 @@ def test_next_token_frequencies_match_the_filtered_softmax(peaked_model, tempera
 MESH_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
-    from mmst_jax import decoding
+    from mmst_jax.sampling import decode
     from mmst_jax.models.bloom import BloomConfig, cache_logical_axes, init_cache, init_params
-    from mmst_jax.partitioning import DEFAULT_RULES, logical_to_sharding, make_mesh
+    from mmst_jax.sharding import DEFAULT_RULES, logical_to_sharding, make_mesh
 
     config = BloomConfig(vocab_size=128, hidden_size=64, n_layer=2, n_head=4, initializer_range=0.3)
     params = init_params(config, jax.random.key(0))
@@ -147,7 +148,7 @@ def test_sample_command_rejects_bad_requests(tmp_path):
         sample_command.sample(None, str(tmp_path / "out"), num_samples=0)
     with pytest.raises(StopStringError, match="can never be detected"):
         sample_command.sample(None, str(tmp_path / "out"), stop_strings=("",))
-    with pytest.raises(decoding.SamplingError, match="cache"):
+    with pytest.raises(decode.SamplingError, match="cache"):
         sample_command.sample(None, str(tmp_path / "out"), max_cache_length=20)
 
 

@@ -10,7 +10,8 @@ import pytest
 import seqio
 
 import tasks
-from tasks import command, config, prompts, records
+from tasks import config, prompts, records
+from mmst_jax.cli import tasks as command
 from tasks.catalog import get_task_info
 from tasks.vocabulary import DeferredVocabulary
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from mmst_jax import training
 from mmst_jax.models.bloom import BloomConfig, init_params
-from mmst_jax.partitioning import make_mesh
+from mmst_jax.sharding import make_mesh
 
 TINY = BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4)
 LENGTHS = {"inputs": 12, "targets": 10}

@@ -6,7 +6,8 @@ import gin
 import numpy as np
 import pytest
 
-from mmst_jax import cli, train_command
+from mmst_jax import cli
+from mmst_jax.cli import train as train_command
 
 SMALL = ["train.model_preset='tiny'", "TrainConfig.num_steps=4", "TrainConfig.warmup_steps=1",
          "TrainConfig.batch_size=4", "TrainConfig.checkpoint_every=2",
@@ -21,7 +22,7 @@ def clean_gin():
 
 
 def test_train_gin_runs_the_builtin_job_exports_the_model_and_resumes(clean_gin, tmp_path, capsys):
-    from mmst_jax.convert_command import load_orbax
+    from mmst_jax.cli.convert import load_orbax
 
     cli.parse_gin(["train.gin"], SMALL + [f"MODEL_DIR='{tmp_path}'"])
     assert train_command.main([]) == 0

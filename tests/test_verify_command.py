@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from mmst_jax.verify.command import main
+from mmst_jax.cli.verify import main
 from mmst_jax.verify.results import Limits, classify, parse_result_line
 from mmst_jax.verify.sandbox import Sandbox
 
@@ -165,7 +165,7 @@ def test_other_isolation_modes_run_programs_and_say_what_they_lack(isolation):
 
 
 def test_verify_files_returns_counts(samples, tmp_path):
-    from mmst_jax.verify.command import verify_files
+    from mmst_jax.cli.verify import verify_files
 
     summary = verify_files([str(samples)], str(tmp_path / "v.jsonl"), limits=Limits(timeout_s=1.0), lanes=2)
     assert summary["records"] == 25 and summary["reused"] == 0
@@ -254,7 +254,7 @@ def test_the_verifier_imports_no_jax():
     import subprocess
     import sys
 
-    code = ("import sys\nimport mmst_jax.verify.command, mmst_jax.verify.vote\n"
+    code = ("import sys\nimport mmst_jax.cli.verify, mmst_jax.verify.vote\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

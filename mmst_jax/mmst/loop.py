@@ -13,7 +13,8 @@ import json
 import logging
 from typing import Any, Sequence
 
-from mmst_jax.mmst import generate, report, rundir, stages
+from mmst_jax.mmst import report, rundir, stages
+from mmst_jax.sampling import generate
 from mmst_jax.mmst.config import RunConfig
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping
 
 from etils import epath
 
-from mmst_jax import jsonl
+from mmst_jax import records
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ConfigMismatchError(RunDirError):
     """The run directory holds a run of another configuration."""
 
 
-class CorruptRecordsError(RunDirError, jsonl.JsonlError):
+class CorruptRecordsError(RunDirError, records.JsonlError):
     """A records file that does not parse (a damaged file); the stage that wrote it is redone."""
 
 
@@ -88,7 +88,7 @@ def write_jsonl(path: epath.PathLike, records: Iterable[Mapping]) -> int:
 def read_jsonl(path: epath.PathLike) -> list[dict]:
     """Every record of a JSON Lines file; a line that is not a JSON object (a damaged file)
     raises CorruptRecordsError naming the file and line."""
-    return jsonl.read_jsonl(path, error=CorruptRecordsError)
+    return records.read_jsonl(path, error=CorruptRecordsError)
 
 
 def read_parts(directory: epath.PathLike) -> list[dict]:

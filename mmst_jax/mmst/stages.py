@@ -30,7 +30,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from etils import epath
 
-from mmst_jax.mmst import evaluate, faults, generate, modes, rundir, verification
+from mmst_jax.mmst import evaluate, modes, rundir
+from mmst_jax import faults
+from mmst_jax.sampling import generate
+from mmst_jax.verify import files
 from mmst_jax.mmst.config import DIRECTIONS, METHODS, RunConfig
 
 log = logging.getLogger(__name__)
@@ -64,7 +67,7 @@ class Runner:
                  finetune: Any, *, bootstrap: Sequence[dict] | None = None, mesh=None, rules=None):
         import jax
 
-        from mmst_jax.partitioning import DEFAULT_RULES, MeshConfig, make_mesh
+        from mmst_jax.sharding import DEFAULT_RULES, MeshConfig, make_mesh
 
         self.run_dir, self.config, self.problems, self.base = run_dir, config, problems, base
         self.finetune_config, self.bootstrap = finetune, bootstrap
@@ -245,7 +248,7 @@ class Runner:
     def _verify_dir(self, source: epath.Path, target: epath.Path, desc: str) -> None:
         lim = self.config.limits
         name = rundir.part_name(self.host, self.hosts)
-        verification.verify_part(source / name, target / name, timeout_s=lim.timeout_s,
+        files.verify_part(source / name, target / name, timeout_s=lim.timeout_s,
                                  memory_mb=lim.memory_mb, lanes=lim.lanes, restarts=lim.restarts,
                                  progress=self.config.progress, desc=desc)
 
@@ -255,7 +258,7 @@ class Runner:
 
     def _verified_info(self, d: epath.Path) -> dict:
         records = [x for m in METHODS for x in rundir.read_parts(d / m)]
-        return {"verified": verification.summarize(records)}
+        return {"verified": files.summarize(records)}
 
     def _translate(self, r: int, d: epath.Path) -> None:
         from tasks.problem_tasks import render_translations
@@ -332,7 +335,7 @@ class Runner:
         train_dir and writes d/model; the training state lives in d/.work until the stage is done
         (so a killed run resumes from its last checkpoint). With no records the model is `init`."""
         from mmst_jax import training
-        from mmst_jax.convert_command import save_orbax
+        from mmst_jax.cli.convert import save_orbax
         from mmst_jax.vocab import HFTokenizerVocabulary
 
         if (d / "model" / "config.json").exists() or (d / "model.json").exists():

@@ -273,7 +273,7 @@ def load_bloom(path: str | os.PathLike, *, mesh=None, dtype: str | None = None,
             _set(params, p, v)
         return config, params
 
-    from mmst_jax import partitioning
+    from mmst_jax import sharding
     from mmst_jax.models.bloom import BloomForCausalLM
     import flax.linen as nn
     import jax
@@ -281,8 +281,8 @@ def load_bloom(path: str | os.PathLike, *, mesh=None, dtype: str | None = None,
 
     boxed = jax.eval_shape(lambda: BloomForCausalLM(config).init(
         jax.random.key(0), jnp.ones((1, 1), jnp.int32)))["params"]
-    shardings = partitioning.logical_to_sharding(
-        partitioning.logical_specs(boxed), mesh, rules or partitioning.DEFAULT_RULES,
+    shardings = sharding.logical_to_sharding(
+        sharding.logical_specs(boxed), mesh, rules or sharding.DEFAULT_RULES,
         shapes=nn.unbox(boxed))
     sources: dict[tuple[str, ...], list[tuple[str, int | None]]] = {}
     for name in ckpt.files:
@@ -290,9 +290,9 @@ def load_bloom(path: str | os.PathLike, *, mesh=None, dtype: str | None = None,
         sources.setdefault(entry.path, []).append((name, layer))
     params = {}
     for leaf, names in sources.items():
-        sharding = shardings
+        leaf_sharding = shardings
         for key in leaf:
-            sharding = sharding[key]
+            leaf_sharding = leaf_sharding[key]
 
         def fill(slices, names=names):
             for name, layer in names:
@@ -305,7 +305,7 @@ def load_bloom(path: str | os.PathLike, *, mesh=None, dtype: str | None = None,
                     if start <= layer < stop:
                         buf[layer - start] = value[index[1:]]
 
-        _set(params, leaf, partitioning.shard_from_host_slices(shapes[leaf], np_dtype, sharding, fill))
+        _set(params, leaf, sharding.shard_from_host_slices(shapes[leaf], np_dtype, leaf_sharding, fill))
     jax.block_until_ready(params)
     return config, params
 

@@ -6,7 +6,7 @@ Public API:
   - ``check_sample(record)``: raises ``ValueError`` saying what is wrong with one record.
   - ``record_key(record)``: (dataset, problem_id, method, round, sample_index), a sample's identity.
   - ``read_verified(path)``: verified records, skipping a torn last line (a run killed mid-write).
-Writing goes through ``mmst_jax.jsonl.write_jsonl`` (atomic: temporary name, then rename).
+Writing goes through ``mmst_jax.records.write_jsonl`` (atomic: temporary name, then rename).
 
 Paths go through ``etils.epath``, so ``gs://`` works as local paths do.
 """
@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from etils import epath
 
-from mmst_jax.jsonl import JsonlError, read_jsonl
+from mmst_jax.records import JsonlError, read_jsonl
 from mmst_jax.verify.answers import answer_kind, gold_answer
 
 METHODS = ("text", "code")

@@ -18,7 +18,7 @@ import gin
 import tasks  # noqa: F401  (registers the tasks.* configurables: world, bootstrap, data_dir)
 import tasks.synthetic.tasks  # noqa: F401
 from mmst_jax import training
-from mmst_jax.gin_configurables import MeshConfig  # noqa: F401  (registers partitioning.MeshConfig)
+from mmst_jax.cli.configurables import MeshConfig  # noqa: F401  (registers partitioning.MeshConfig)
 from mmst_jax.mmst import config, modes, stages
 
 RunConfig = gin.external_configurable(config.RunConfig, name="RunConfig", module="mmst")

@@ -16,18 +16,18 @@ import pathlib
 import sys
 from typing import Sequence
 
-GIN_CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"
+GIN_CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin_configs"
 
 # subcommand -> (module, one-line help). Each module defines `main(argv: Sequence[str]) -> int`.
 SUBCOMMANDS = {
-    "run": ("mmst_jax.mmst.command", "run or resume MMST rounds: sample, verify, translate, build, fine-tune, evaluate"),
-    "eval": ("mmst_jax.mmst.eval_command", "evaluate any checkpoint on any tasks (accuracy, maj@k, overlap)"),
-    "verify": ("mmst_jax.verify.command", "verify sample records: extract answers, run code in the sandbox"),
-    "train": ("mmst_jax.train_command", "fine-tune BLOOM on a SeqIO task or mixture, or a JSONL of {inputs, targets}"),
-    "sample": ("mmst_jax.sample_command", "sample completions for prompts and write sample records"),
-    "convert": ("mmst_jax.convert_command", "convert BLOOM checkpoints between HF safetensors and orbax"),
-    "tasks": ("tasks.command", "list the registered SeqIO tasks and render an example"),
-    "plan": ("mmst_jax.plan_command", "compile steps on a simulated mesh and report memory per device"),
+    "run": ("mmst_jax.cli.run", "run or resume MMST rounds: sample, verify, translate, build, fine-tune, evaluate"),
+    "eval": ("mmst_jax.cli.eval", "evaluate any checkpoint on any tasks (accuracy, maj@k, overlap)"),
+    "verify": ("mmst_jax.cli.verify", "verify sample records: extract answers, run code in the sandbox"),
+    "train": ("mmst_jax.cli.train", "fine-tune BLOOM on a SeqIO task or mixture, or a JSONL of {inputs, targets}"),
+    "sample": ("mmst_jax.cli.sample", "sample completions for prompts and write sample records"),
+    "convert": ("mmst_jax.cli.convert", "convert BLOOM checkpoints between HF safetensors and orbax"),
+    "tasks": ("mmst_jax.cli.tasks", "list the registered SeqIO tasks and render an example"),
+    "plan": ("mmst_jax.cli.plan", "compile steps on a simulated mesh and report memory per device"),
 }
 
 

@@ -6,8 +6,8 @@ through the registered names, so topology files can bind e.g. `partitioning.Mesh
 
 import gin
 
-from mmst_jax import partitioning
+from mmst_jax import sharding
 
-MeshConfig = gin.external_configurable(partitioning.MeshConfig, module="partitioning")
-initialize_distributed = gin.external_configurable(partitioning.initialize_distributed,
+MeshConfig = gin.external_configurable(sharding.MeshConfig, module="partitioning")
+initialize_distributed = gin.external_configurable(sharding.initialize_distributed,
                                                    module="partitioning")

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from etils import epath
 
-from mmst_jax.mmst import configurables  # noqa: F401  (registers the tasks.* configurables)
+from mmst_jax.cli import mmst_configurables  # noqa: F401  (registers the tasks.* configurables)
 
 
 def _tokenizer_for(model: epath.Path, given: str | None) -> str:
@@ -51,8 +51,10 @@ def evaluate_model(model_dir: str, task_names: Sequence[str], output: str, *, to
                    split: str = "test", limit: int = 0, vote_samples: int = 0, vote_temperature: float = 0.8,
                    max_new_tokens: int = 256, batch_size: int = 32, seed: int = 0, progress: bool = True) -> dict:
     """Samples, verifies and summarises; returns {"eval": ..., "overlap": ...}."""
-    from mmst_jax.mmst import evaluate, generate, rundir, verification
-    from mmst_jax.sample_command import read_task
+    from mmst_jax.mmst import evaluate, rundir
+    from mmst_jax.sampling import generate
+    from mmst_jax.verify import files
+    from mmst_jax.cli.sample import read_task
 
     out = epath.Path(output)
     model_path = epath.Path(model_dir)
@@ -78,7 +80,7 @@ def evaluate_model(model_dir: str, task_names: Sequence[str], output: str, *, to
                                       round_index=0, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                       progress=progress, desc=f"eval {kind} {name}")
             part = rundir.part_name(*generate.host_info())
-            verified = verification.verify_part(samples / part, out / "verified" / f"{kind}_{name}" / part,
+            verified = files.verify_part(samples / part, out / "verified" / f"{kind}_{name}" / part,
                                                 progress=progress)
             (greedy if kind == "greedy" else vote).extend(rundir.read_jsonl(verified))
     summary = {"model": os.fspath(model_dir), "tasks": list(task_names), "eval": evaluate.accuracy(greedy, vote),

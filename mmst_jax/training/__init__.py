@@ -34,9 +34,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mmst_jax import checkpoints as ckpt_lib
+from mmst_jax.training import checkpoints as ckpt_lib
 from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_params
-from mmst_jax.partitioning import DEFAULT_RULES, logical_to_sharding, param_logical_specs, place
+from mmst_jax.sharding import DEFAULT_RULES, logical_to_sharding, param_logical_specs, place
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ def _initial_params(config: BloomConfig, init, seed: int, program: Program, mesh
         return program.init_params(jax.random.key(seed))
     if not isinstance(init, (str, os.PathLike)):
         return init
-    from mmst_jax.convert_command import load_orbax
+    from mmst_jax.cli.convert import load_orbax
     from mmst_jax.models.hf import load_bloom
 
     path = os.fspath(init)

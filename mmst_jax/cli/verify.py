@@ -20,7 +20,7 @@ from typing import Sequence
 
 from etils import epath
 
-from mmst_jax.jsonl import write_jsonl
+from mmst_jax.records import write_jsonl
 from mmst_jax.verify import records as rec
 from mmst_jax.verify.results import Limits
 from mmst_jax.verify.sandbox import Sandbox

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import gin
 
-from mmst_jax.jsonl import read_jsonl
+from mmst_jax.records import read_jsonl
 from mmst_jax.training import TrainConfig
 
 gin.external_configurable(TrainConfig, name="TrainConfig")
@@ -62,7 +62,7 @@ def _mesh(shape: Sequence[int]):
     import jax
     import numpy as np
 
-    from mmst_jax.partitioning import make_mesh
+    from mmst_jax.sharding import make_mesh
 
     shape = list(shape)
     if shape.count(-1) > 1:
@@ -134,7 +134,7 @@ def train(data_file: str | None = None, workdir: str = "runs/train", *,
                "loss": float(last["metrics"]["loss"]) if last else None,
                "accuracy": float(last["metrics"]["accuracy"]) if last else None}
     if export_model:
-        from mmst_jax.convert_command import save_orbax
+        from mmst_jax.cli.convert import save_orbax
 
         summary["model"] = os.path.join(workdir, "model")
         save_orbax(config, state.params, summary["model"])  # every host writes its own shards

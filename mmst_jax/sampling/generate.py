@@ -26,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 from etils import epath
 
-from mmst_jax.mmst import faults, rundir
+from mmst_jax.mmst import rundir
+from mmst_jax import faults
 
 STOP = "\n\n"
 
@@ -49,7 +50,7 @@ def model_path(checkpoint_dir: epath.PathLike) -> str:
 
 
 def load_model(checkpoint_dir: epath.PathLike, tokenizer: epath.PathLike, mesh=None, rules=None) -> Model:
-    from mmst_jax.convert_command import load_orbax
+    from mmst_jax.cli.convert import load_orbax
     from mmst_jax.models.hf import load_bloom
     from mmst_jax.vocab import HFTokenizerVocabulary
 
@@ -69,14 +70,14 @@ def load_model(checkpoint_dir: epath.PathLike, tokenizer: epath.PathLike, mesh=N
 def _param_shardings(path: str, mesh, rules):
     import jax.numpy as jnp
 
-    from mmst_jax import partitioning
+    from mmst_jax import sharding
     from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM
 
     with open(os.path.join(path, "config.json")) as f:
         raw = json.load(f)
     config = BloomConfig.from_hf(raw, param_dtype=raw.get("torch_dtype", "float32"))
-    specs = partitioning.param_logical_specs(BloomForCausalLM(config), jnp.ones((1, 1), jnp.int32))
-    return partitioning.logical_to_sharding(specs, mesh, rules or partitioning.DEFAULT_RULES)
+    specs = sharding.param_logical_specs(BloomForCausalLM(config), jnp.ones((1, 1), jnp.int32))
+    return sharding.logical_to_sharding(specs, mesh, rules or sharding.DEFAULT_RULES)
 
 
 def host_info() -> tuple[int, int]:
@@ -117,8 +118,8 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
     sample records (DESIGN.md, plus any extra fields of the prompt record); returns the part file.
     A part file already there (written atomically by an earlier run) is kept as it is. On a mesh
     spanning several hosts every host must call this at once, with the same arguments."""
-    from mmst_jax import decoding
-    from mmst_jax.partitioning import spans_processes
+    from mmst_jax.sampling import decode
+    from mmst_jax.sharding import spans_processes
 
     host, hosts = host_info()
     out_dir = epath.Path(out_dir)
@@ -138,11 +139,11 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
     if todo:
         from tqdm import tqdm
 
-        sampling = decoding.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
+        sampling = decode.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
                                            max_new_tokens=max_new_tokens)
         vocab = model.vocab
-        stop = decoding.StopStrings([STOP], decoding.token_bytes(vocab))
-        sampler = decoding.Sampler(model.config, model.params, sampling, eos_id=vocab.eos_id,
+        stop = decode.StopStrings([STOP], decode.token_bytes(vocab))
+        sampler = decode.Sampler(model.config, model.params, sampling, eos_id=vocab.eos_id,
                                    pad_id=vocab.pad_id, stop=stop, mesh=mesh, rules=rules,
                                    length_bucket=length_bucket)
         tokens: dict[int, list[int]] = {}
@@ -158,7 +159,7 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
                     batch = chunk[s:s + batch_size]
                     # Always batch_size rows (the last repeated), so every call reuses compiled shapes.
                     rows_in = batch + [batch[-1]] * (batch_size - len(batch))
-                    keys = decoding.row_keys(seed, [i for i, _ in rows_in], [j for _, j in rows_in])
+                    keys = decode.row_keys(seed, [i for i, _ in rows_in], [j for _, j in rows_in])
                     for (i, j), toks in zip(batch, sampler([tokens[i] for i, _ in rows_in], keys)):
                         if i % hosts == host:
                             out.append(_sample_record(prompts[i], j, stop.truncate(vocab.decode(toks)),

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from etils import epath
 
-from mmst_jax.gin_configurables import MeshConfig, initialize_distributed
+from mmst_jax.cli.configurables import MeshConfig, initialize_distributed
 from mmst_jax.models.bloom import BloomConfig
 from mmst_jax.models.hf import load_bloom, save_bloom
 

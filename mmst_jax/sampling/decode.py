@@ -21,7 +21,7 @@ its key alone — not on the batch it is in, the batch size or the mesh. `row_ke
 sample)` gives every (prompt, sample index) its own key.
 
 Stop strings are matched on bytes inside the loop by an automaton over tokens
-(`mmst_jax.stop_strings.StopStrings`), found even when they start or end inside a token. The
+(`mmst_jax.sampling.stop_strings.StopStrings`), found even when they start or end inside a token. The
 returned text is cut before the stop string.
 """
 
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, cache_logical_axes, init_cache
-from mmst_jax.stop_strings import StopStrings, token_bytes  # noqa: F401 (part of the sampler's API)
+from mmst_jax.sampling.stop_strings import StopStrings, token_bytes  # noqa: F401 (part of the sampler's API)
 
 
 class SamplingError(ValueError):
@@ -299,12 +299,12 @@ class Sampler:
             self._stop_table = jnp.asarray(np.concatenate([stop.device_table, pad], axis=1))
         self.row_multiple = 1
         if mesh is not None:
-            from mmst_jax import partitioning
+            from mmst_jax import sharding
 
-            self.rules = rules or partitioning.DEFAULT_RULES
-            specs = partitioning.param_logical_specs(BloomForCausalLM(config), jnp.ones((1, 1), jnp.int32))
-            params = partitioning.place(params, partitioning.logical_to_sharding(specs, mesh, self.rules))
-            self._rows = partitioning.logical_to_sharding(jax.sharding.PartitionSpec("batch"), mesh, self.rules)
+            self.rules = rules or sharding.DEFAULT_RULES
+            specs = sharding.param_logical_specs(BloomForCausalLM(config), jnp.ones((1, 1), jnp.int32))
+            params = sharding.place(params, sharding.logical_to_sharding(specs, mesh, self.rules))
+            self._rows = sharding.logical_to_sharding(jax.sharding.PartitionSpec("batch"), mesh, self.rules)
             self.row_multiple = int(np.prod([mesh.shape[a] for a in self._mesh_axes(self._rows)]))
         self.params = params
 
@@ -331,10 +331,10 @@ class Sampler:
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             return jax.random.wrap_key_data(self._put(np.asarray(jax.random.key_data(x))),
                                             impl=jax.random.key_impl(x))
-        from mmst_jax import partitioning
+        from mmst_jax import sharding
 
         spec = jax.sharding.PartitionSpec(self._rows.spec[0], *([None] * (x.ndim - 1)))
-        return partitioning.place(np.asarray(x), jax.sharding.NamedSharding(self.mesh, spec))
+        return sharding.place(np.asarray(x), jax.sharding.NamedSharding(self.mesh, spec))
 
     def __call__(self, prompts: Sequence[Sequence[int]], keys: jax.Array) -> list[list[int]]:
         """Rows' new tokens (EOS dropped; a stop string's last token kept: cut its text with
@@ -371,9 +371,9 @@ class Sampler:
                 sampling=self.sampling, eos_id=self.eos_id, pad_id=self.pad_id, prefix=prefix,
                 stop_table=self._stop_table, cache_length=length + steps)
         if self.mesh is not None:  # every host gets every row (from other hosts' devices too)
-            from mmst_jax import partitioning
+            from mmst_jax import sharding
 
-            tokens, lengths = partitioning.gather_to_host((tokens, lengths))
+            tokens, lengths = sharding.gather_to_host((tokens, lengths))
         out = []
         for row, n in zip(np.asarray(tokens)[:rows].tolist(), np.asarray(lengths)[:rows].tolist()):
             row = row[:n]

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import gin
 
-from mmst_jax.jsonl import read_jsonl, write_jsonl
+from mmst_jax.records import read_jsonl, write_jsonl
 
 DEFAULT_PROMPTS = (
     {"problem_id": "default-0", "dataset": "builtin", "method": "text",
@@ -100,7 +100,7 @@ def sample(prompts_file: str | None = None, output_dir: str = "runs/sample", *, 
     import jax
     from tqdm import tqdm
 
-    from mmst_jax import decoding
+    from mmst_jax.sampling import decode
     from mmst_jax.models.bloom import BloomConfig, init_params
     from mmst_jax.models.hf import load_bloom
     from mmst_jax.vocab import HFTokenizerVocabulary, train_bpe_tokenizer
@@ -115,7 +115,7 @@ def sample(prompts_file: str | None = None, output_dir: str = "runs/sample", *, 
         prompts = read_task(task, split)
     else:
         prompts = read_prompts(prompts_file) if prompts_file else [dict(p) for p in DEFAULT_PROMPTS]
-    sampling = decoding.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
+    sampling = decode.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
                                        max_new_tokens=max_new_tokens)
     if hf_checkpoint:
         config, params = load_bloom(hf_checkpoint)
@@ -129,13 +129,13 @@ def sample(prompts_file: str | None = None, output_dir: str = "runs/sample", *, 
             train_bpe_tokenizer(texts, vocab_size=min(config.vocab_size, 512), path=tokenizer)
     vocab = HFTokenizerVocabulary(tokenizer)
     vocab.check_fits_model(config.vocab_size, f"the model ({hf_checkpoint or model_preset})")
-    stop = decoding.StopStrings(stop_strings, decoding.token_bytes(vocab)) if stop_strings else None
+    stop = decode.StopStrings(stop_strings, decode.token_bytes(vocab)) if stop_strings else None
     mesh = None
     if mesh_shape is not None:
-        from mmst_jax.partitioning import make_mesh
+        from mmst_jax.sharding import make_mesh
 
         mesh = make_mesh(mesh_shape, jax.local_devices())
-    sampler = decoding.Sampler(config, params, sampling, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
+    sampler = decode.Sampler(config, params, sampling, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
                                stop=stop, mesh=mesh, max_cache_length=max_cache_length,
                                share_prefix=share_prefix)
 
@@ -154,7 +154,7 @@ def sample(prompts_file: str | None = None, output_dir: str = "runs/sample", *, 
             group = list(group)
             for start in range(0, len(group), batch_size):
                 batch = group[start:start + batch_size]
-                keys = decoding.row_keys(seed, [mine[n][0] for n, _ in batch], [j for _, j in batch])
+                keys = decode.row_keys(seed, [mine[n][0] for n, _ in batch], [j for _, j in batch])
                 outputs = sampler([tokens[n] for n, _ in batch], keys)
                 for (n, j), out in zip(batch, outputs):
                     text = vocab.decode(out)

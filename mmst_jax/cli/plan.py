@@ -27,7 +27,7 @@ from typing import Sequence
 import gin
 
 from mmst_jax import memory_plan
-from mmst_jax.gin_configurables import MeshConfig
+from mmst_jax.cli.configurables import MeshConfig
 
 
 def _tpu_devices(topology: str) -> list:
@@ -87,17 +87,17 @@ def compile_decode(config, mesh, rules, workload: memory_plan.Workload):
     import jax
     import jax.numpy as jnp
 
-    from mmst_jax import partitioning
+    from mmst_jax import sharding
     from mmst_jax.models.bloom import BloomForCausalLM, cache_logical_axes, init_cache
 
     model = BloomForCausalLM(config)
     boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.ones((1, 1), jnp.int32)))["params"]
     abstract_params = nn.unbox(boxed)
-    param_shardings = partitioning.logical_to_sharding(
-        partitioning.logical_specs(boxed), mesh, rules, shapes=abstract_params)
+    param_shardings = sharding.logical_to_sharding(
+        sharding.logical_specs(boxed), mesh, rules, shapes=abstract_params)
     cache = jax.eval_shape(lambda: init_cache(config, workload.decode_batch, workload.cache_length))
-    cache_shardings = partitioning.logical_to_sharding(cache_logical_axes(cache), mesh, rules, shapes=cache)
-    rows = partitioning.batch_sharding(mesh, rules)
+    cache_shardings = sharding.logical_to_sharding(cache_logical_axes(cache), mesh, rules, shapes=cache)
+    rows = sharding.batch_sharding(mesh, rules)
     token = jax.ShapeDtypeStruct((workload.decode_batch, 1), jnp.int32, sharding=rows)
     mask = jax.ShapeDtypeStruct((workload.decode_batch, workload.cache_length), jnp.int32, sharding=rows)
 
@@ -109,8 +109,8 @@ def compile_decode(config, mesh, rules, workload: memory_plan.Workload):
     jitted = jax.jit(step, in_shardings=(param_shardings, cache_shardings, rows, rows),
                      out_shardings=(None, cache_shardings), donate_argnums=1)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        return jitted.lower(partitioning.abstract_with_shardings(abstract_params, param_shardings),
-                            partitioning.abstract_with_shardings(cache, cache_shardings), token, mask).compile()
+        return jitted.lower(sharding.abstract_with_shardings(abstract_params, param_shardings),
+                            sharding.abstract_with_shardings(cache, cache_shardings), token, mask).compile()
 
 
 @gin.configurable(denylist=["output"])

@@ -20,7 +20,8 @@ from typing import Sequence
 
 from etils import epath
 
-from mmst_jax.mmst import faults, rundir
+from mmst_jax.mmst import rundir
+from mmst_jax import faults
 
 log = logging.getLogger(__name__)
 

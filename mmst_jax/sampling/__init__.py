@@ -1,0 +1,1 @@
+"""Sampling: the KV-cached decode loop, stop strings, and sampling prompts into records."""
