@@ -1,29 +1,59 @@
-"""JSON Lines files: reading with errors that name the file and line, writing atomically.
+"""Records: the schema of the JSON Lines files a run reads and writes, and the one reader and writer.
 
 Every record file of the project (prompts, samples, verified records, training examples) is one
-JSON object a line. Paths go through `etils.epath`, so `gs://` works as local paths do. No JAX here:
-the verifier uses this module too.
+JSON object a line. A sample record (written by sampling) has `SAMPLE_FIELDS`; a verified record
+adds `VERIFIED_FIELDS` (the verifier's verdict); a translation also carries `source_method`,
+`source_sample_index` and `train_prompt`; a training record adds `source` (`self`, `translation`,
+`replay`). docs/architecture.md describes every field.
+
+Writes are atomic (a temporary name in the same directory, then a rename), so a reader never sees
+half a file, locally or on `gs://` (paths go through `etils.epath`). No JAX here: the verifier uses
+this module too.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from etils import epath
 
+METHODS = ("text", "code")
+DIRECTIONS = ("text_to_code", "code_to_text")
+SAMPLE_FIELDS = ("problem_id", "dataset", "method", "sample_index", "round", "prompt", "completion",
+                 "gold", "seed")
+VERIFIED_FIELDS = ("answer", "correct", "status", "detail", "elapsed_ms")
 
-class JsonlError(ValueError):
-    """A line that is not a valid record; the message names the file and line."""
+
+class RecordError(ValueError):
+    """A record file that is missing or holds a line that is not a usable record; the message
+    names the file and the line."""
 
 
-def read_jsonl(path: epath.PathLike, check: Callable[[dict], None] | None = None,
-               error: type[JsonlError] = JsonlError) -> list[dict[str, Any]]:
+def record_key(record: Mapping[str, Any]) -> tuple:
+    """A record's identity within a run: (dataset, problem_id, method, round, sample_index,
+    source_sample_index); the last is -1 for anything but a translation."""
+    return (record["dataset"], str(record["problem_id"]), record["method"], record.get("round", 0),
+            record["sample_index"], record.get("source_sample_index", -1))
+
+
+def part_name(host: int, hosts: int, suffix: str = ".jsonl") -> str:
+    """The file a host writes in a sharded directory: `part-{host:05d}-of-{hosts:05d}.jsonl`."""
+    return f"part-{host:05d}-of-{hosts:05d}{suffix}"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+def read_jsonl(path: epath.PathLike, check: Callable[[dict], None] | None = None, *,
+               error: type[RecordError] = RecordError,
+               on_bad: Callable[[str, int, str], None] | None = None) -> list[dict[str, Any]]:
     """Every record of a JSON Lines file, blank lines skipped.
 
     A line that is not a JSON object, or that `check(record)` rejects with a ValueError, raises
-    `error` with the message "PATH:LINE: what is wrong".
+    `error` with the message "PATH:LINE: what is wrong"; with `on_bad`, it is reported as
+    `on_bad(path, line, reason)` and skipped instead.
     """
     path = epath.Path(path)
     if not path.exists():
@@ -33,28 +63,118 @@ def read_jsonl(path: epath.PathLike, check: Callable[[dict], None] | None = None
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            reason = None
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise error(f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise error(f"{path}:{line_no}: a record must be a JSON object, not "
-                            f"{type(record).__name__}")
-            if check is not None:
-                try:
-                    check(record)
-                except ValueError as e:
-                    raise error(f"{path}:{line_no}: {e}") from None
-            records.append(record)
+                reason = f"not valid JSON ({e.msg} at column {e.colno})"
+            else:
+                if not isinstance(record, dict):
+                    reason = f"a record must be a JSON object, not {type(record).__name__}"
+                elif check is not None:
+                    try:
+                        check(record)
+                    except ValueError as e:
+                        reason = str(e)
+            if reason is None:
+                records.append(record)
+            elif on_bad is not None:
+                on_bad(os.fspath(path), line_no, reason)
+            else:
+                raise error(f"{path}:{line_no}: {reason}")
     return records
 
 
-def write_jsonl(path: epath.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Writes records under a temporary name, then renames: readers never see half a file."""
+def read_complete_lines(path: epath.PathLike) -> list[dict[str, Any]]:
+    """The complete records of a file that is being appended to or was cut by a kill: a torn last
+    line, or one that does not parse, is left out. A missing file has none."""
+    path = epath.Path(path)
+    out = []
+    if not path.exists():
+        return out
+    with path.open("r") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+    return out
+
+
+def read_parts(directory: epath.PathLike, error: type[RecordError] = RecordError) -> list[dict]:
+    """The records of every `part-*.jsonl` file of a directory, in file order."""
+    out = []
+    for path in sorted(epath.Path(directory).glob("part-*.jsonl")):
+        out += read_jsonl(path, error=error)
+    return out
+
+
+def expand(patterns: str | Sequence[str]) -> list[str]:
+    """File names matching the patterns (globs allowed, local or gs://); each pattern must match."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    files = []
+    for pattern in patterns:
+        pattern = os.fspath(pattern)
+        if any(c in pattern for c in "*?["):
+            head, _, tail = pattern.rpartition("/")
+            matched = sorted(os.fspath(p) for p in epath.Path(head or ".").glob(tail))
+        else:
+            matched = [pattern] if epath.Path(pattern).exists() else []
+        if not matched:
+            raise RecordError(f"no record files match {pattern!r}")
+        files += matched
+    return files
+
+
+# --------------------------------------------------------------------------------------------
+# Writing, atomically
+# --------------------------------------------------------------------------------------------
+def write_text(path: epath.PathLike, text: str) -> None:
+    """Writes a file atomically: a temporary name in the same directory, then a rename."""
     path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     with tmp.open("w") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.write(text)
+        if hasattr(f, "flush"):
+            f.flush()
+            try:
+                os.fsync(f.fileno())
+            except (AttributeError, OSError, ValueError):
+                pass  # not a local file (gs://): the rename is the commit point there too
     tmp.replace(path)
+
+
+def write_json(path: epath.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def dumps(record: Mapping[str, Any]) -> str:
+    """One record as its line (keys sorted, so equal records are equal bytes)."""
+    return json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def write_jsonl(path: epath.PathLike, records: Iterable[Mapping[str, Any]]) -> int:
+    """Writes records atomically, one JSON object a line; returns how many."""
+    lines = [dumps(r) for r in records]
+    write_text(path, "".join(lines))
+    return len(lines)
+
+
+def remove(path: epath.PathLike) -> None:
+    """Removes a file or a directory tree, local or gs://; nothing there is fine."""
+    import shutil
+
+    path = epath.Path(path)
+    if path.is_dir():
+        if os.path.isdir(os.fspath(path)):
+            shutil.rmtree(os.fspath(path), ignore_errors=True)
+        else:
+            path.rmtree()
+    elif path.exists():
+        path.unlink()

@@ -12,9 +12,6 @@ a mesh axis is used at most once per array, and None (or no rule) means replicat
     host_batch_to_global(batch, mesh, rules)                  # process-local rows -> global arrays
     gather_to_host(tree)                                      # any sharded tree -> numpy on every host
     with activation_sharding(mesh, rules): ...                # activates nn.with_logical_constraint
-
-Multi-host (a TPU pod slice, or several CPU processes in tests) starts with
-`initialize_distributed(...)`, which wraps `jax.distributed.initialize`.
 """
 
 from __future__ import annotations
@@ -279,31 +276,3 @@ def shard_from_host_slices(shape: Sequence[int], dtype, sharding: NamedSharding,
     arrays = [jax.device_put(buf, d) for (_, buf), (_, devices) in zip(slices, groups.values())
               for d in devices]
     return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
-
-
-# --------------------------------------------------------------------------------------------
-# Multi-host start
-# --------------------------------------------------------------------------------------------
-def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, *, auto: bool = False) -> None:
-    """Starts JAX's multi-controller runtime when more than one process is configured.
-
-    Explicit arguments win; otherwise MMST_COORDINATOR / MMST_NUM_PROCESSES / MMST_PROCESS_ID are
-    read. On a TPU VM slice `auto=True` lets JAX discover everything. One process: nothing to do.
-    """
-    coordinator_address = coordinator_address or os.environ.get("MMST_COORDINATOR")
-    num_processes = num_processes or int(os.environ.get("MMST_NUM_PROCESSES", "1"))
-    if process_id is None and "MMST_PROCESS_ID" in os.environ:
-        process_id = int(os.environ["MMST_PROCESS_ID"])
-    if auto:
-        jax.distributed.initialize()
-        return
-    if num_processes <= 1:
-        return
-    if not coordinator_address or process_id is None:
-        raise PartitioningError(f"{num_processes} processes configured but the coordinator address or "
-                                "this process's id is missing: set both (or MMST_COORDINATOR and "
-                                "MMST_PROCESS_ID)")
-    # CPU processes (tests, simulations) need a collectives implementation; TPUs ignore this.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)

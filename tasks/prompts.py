@@ -26,8 +26,8 @@ import dataclasses
 import re
 from typing import Callable, Sequence
 
-METHODS = ("text", "code")
-DIRECTIONS = ("text_to_code", "code_to_text")
+from mmst_jax.records import DIRECTIONS, METHODS  # noqa: F401  (the methods prompts are written in)
+
 STOP = "\n\n"
 TEXT_HEADER = "Solution:"
 CODE_HEADER = "Program:"

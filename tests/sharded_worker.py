@@ -25,9 +25,9 @@ def main():
     parser.add_argument("--output")
     args = parser.parse_args()
 
-    from mmst_jax import sharding
+    from mmst_jax import distributed
 
-    sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    distributed.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
     results = [run(tuple(int(x) for x in m.split(","))) for m in args.mesh]
     if args.output:

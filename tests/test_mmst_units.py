@@ -8,6 +8,7 @@ import pytest
 
 from mmst_jax.mmst import evaluate, modes, report, rundir
 from mmst_jax import faults
+from mmst_jax import records as records_lib
 from mmst_jax.verify import files
 
 
@@ -16,7 +17,7 @@ from mmst_jax.verify import files
 # --------------------------------------------------------------------------------------------
 def _stage(tmp_path, records=({"a": 1}, {"a": 2})):
     d = tmp_path / "round_001" / "verified"
-    rundir.write_jsonl(d / "text" / rundir.part_name(0, 1), records)
+    records_lib.write_jsonl(d / "text" / records_lib.part_name(0, 1), records)
     return d
 
 
@@ -26,7 +27,7 @@ def test_marker_detects_damage_and_stale_inputs(tmp_path):
     marker = rundir.mark_done(d, inputs="in-1", info={"n": 2})
     assert rundir.stage_state(d, "in-1").done
     assert rundir.stage_state(d, "in-2").reason.startswith("stale")
-    part = d / "text" / rundir.part_name(0, 1)
+    part = d / "text" / records_lib.part_name(0, 1)
     text = part.read_text()
     part.write_text(text.replace('"a": 2', '"a": 3'))  # same size, other content
     assert rundir.stage_state(d, "in-1").reason.startswith("corrupt")
@@ -59,8 +60,8 @@ def test_hidden_and_temporary_files_are_not_part_of_a_stage(tmp_path):
 def test_read_jsonl_names_the_damaged_line(tmp_path):
     p = tmp_path / "x.jsonl"
     p.write_text('{"a": 1}\n{"a": \n')
-    with pytest.raises(rundir.CorruptRecordsError, match="x.jsonl:2"):
-        rundir.read_jsonl(p)
+    with pytest.raises(records_lib.RecordError, match="x.jsonl:2"):
+        records_lib.read_jsonl(p)
 
 
 def test_config_check(tmp_path):
@@ -184,11 +185,11 @@ def _samples(n):
 
 def test_verifier_crash_is_counted_as_lost(tmp_path, monkeypatch):
     src = tmp_path / "samples.jsonl"
-    rundir.write_jsonl(src, _samples(8))
+    records_lib.write_jsonl(src, _samples(8))
     monkeypatch.setenv(faults.ENV, "verify.record@4+=crash")  # fails on every attempt from the 4th on
     faults._counts.clear()
     out = files.verify_part(src, tmp_path / "verified.jsonl", restarts=1, lanes=2, progress=False)
-    records = rundir.read_jsonl(out)
+    records = records_lib.read_jsonl(out)
     assert [r["problem_id"] for r in records] == [f"p{i}" for i in range(8)]  # every record, in order
     lost = [r for r in records if r.get("lost")]
     assert len(lost) == 5  # 3 verified before the crash, the restart crashed at once
@@ -200,10 +201,10 @@ def test_verifier_crash_is_counted_as_lost(tmp_path, monkeypatch):
 
 def test_verifier_restart_recovers_and_resume_reuses(tmp_path, monkeypatch):
     src = tmp_path / "samples.jsonl"
-    rundir.write_jsonl(src, _samples(6))
+    records_lib.write_jsonl(src, _samples(6))
     monkeypatch.setenv(faults.ENV, "verify.record@3=crash")  # one crash, then the restart finishes
     faults._counts.clear()
-    records = rundir.read_jsonl(files.verify_part(src, tmp_path / "v.jsonl", restarts=1, lanes=2,
+    records = records_lib.read_jsonl(files.verify_part(src, tmp_path / "v.jsonl", restarts=1, lanes=2,
                                                          progress=False))
     assert not any(r.get("lost") for r in records)
     assert all(r["correct"] for r in records)
@@ -211,7 +212,7 @@ def test_verifier_restart_recovers_and_resume_reuses(tmp_path, monkeypatch):
     monkeypatch.delenv(faults.ENV)
     partial = tmp_path / ".w.jsonl.partial"
     partial.write_text(json.dumps({**records[0], "detail": "from the partial file"}) + "\n" + '{"torn')
-    again = rundir.read_jsonl(files.verify_part(src, tmp_path / "w.jsonl", lanes=2, progress=False))
+    again = records_lib.read_jsonl(files.verify_part(src, tmp_path / "w.jsonl", lanes=2, progress=False))
     assert again[0]["detail"] == "from the partial file"
     assert [r["problem_id"] for r in again] == [r["problem_id"] for r in records]
     faults._counts.clear()
@@ -225,7 +226,7 @@ def _fake_round(rd, r, acc_text, acc_code):
                            "code": {"accuracy": acc_code, "maj_at_k": 0.5, "n": 10}}},
           "overlap": {"all": {"both": 2, "only_text": 3, "only_code": 1, "neither": 4, "n": 10,
                               "correlation": -0.1}}, "lost": 0}
-    rundir.write_json(rd.stage(r, "eval") / "summary.json", ev)
+    records_lib.write_json(rd.stage(r, "eval") / "summary.json", ev)
     rundir.mark_done(rd.stage(r, "eval"), "x", ev)
     if r:
         rundir.mark_done(rd.stage(r, "verified"), "x",

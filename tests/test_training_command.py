@@ -22,7 +22,7 @@ def clean_gin():
 
 
 def test_train_gin_runs_the_builtin_job_exports_the_model_and_resumes(clean_gin, tmp_path, capsys):
-    from mmst_jax.cli.convert import load_orbax
+    from mmst_jax.models.orbax import load_orbax
 
     cli.parse_gin(["train.gin"], SMALL + [f"MODEL_DIR='{tmp_path}'"])
     assert train_command.main([]) == 0

@@ -21,7 +21,10 @@ from typing import Sequence
 
 from etils import epath
 
-from mmst_jax.cli import mmst_configurables  # noqa: F401  (registers the tasks.* configurables)
+from mmst_jax.cli import configurables  # noqa: F401  (registers the tasks.* configurables)
+from mmst_jax.records import part_name, read_jsonl, write_json
+from mmst_jax.distributed import host_info
+from mmst_jax.models.orbax import load_model
 
 
 def _tokenizer_for(model: epath.Path, given: str | None) -> str:
@@ -35,16 +38,15 @@ def _tokenizer_for(model: epath.Path, given: str | None) -> str:
     raise FileNotFoundError(f"no tokenizer.json found for {model}: pass --tokenizer PATH")
 
 
-def _stage_dir(model: epath.Path, tmp: epath.Path) -> epath.Path:
-    """A checkpoint stage directory (model/ or model.json) for any kind of model directory."""
+def _model_dir(model: epath.Path) -> str:
+    """The model directory of a run's checkpoint stage (model/ or model.json), or `model` itself."""
     from mmst_jax.mmst import rundir
 
     if (model / "model").exists() or (model / "model.json").exists():
-        return model
+        return rundir.model_path(model)
     if not model.exists():
         raise FileNotFoundError(f"model directory {model} does not exist")
-    rundir.write_json(tmp / "model.json", {"path": os.fspath(model), "format": "given"})
-    return tmp
+    return os.fspath(model)
 
 
 def evaluate_model(model_dir: str, task_names: Sequence[str], output: str, *, tokenizer: str | None = None,
@@ -63,7 +65,7 @@ def evaluate_model(model_dir: str, task_names: Sequence[str], output: str, *, to
 
     with gin.unlock_config():
         gin.bind_parameter("tasks.tokenizer.path", tokenizer)
-    model = generate.load_model(_stage_dir(model_path, out / "model_ref"), tokenizer)
+    model = load_model(_model_dir(model_path), tokenizer)
     greedy, vote = [], []
     for name in task_names:
         prompts = read_task(name, split)
@@ -79,13 +81,13 @@ def evaluate_model(model_dir: str, task_names: Sequence[str], output: str, *, to
             generate.generate_records(kept, samples, model, temperature=temperature, num_samples=k, seed=seed,
                                       round_index=0, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                       progress=progress, desc=f"eval {kind} {name}")
-            part = rundir.part_name(*generate.host_info())
+            part = part_name(*host_info())
             verified = files.verify_part(samples / part, out / "verified" / f"{kind}_{name}" / part,
                                                 progress=progress)
-            (greedy if kind == "greedy" else vote).extend(rundir.read_jsonl(verified))
+            (greedy if kind == "greedy" else vote).extend(read_jsonl(verified))
     summary = {"model": os.fspath(model_dir), "tasks": list(task_names), "eval": evaluate.accuracy(greedy, vote),
                "overlap": evaluate.overlap(greedy)}
-    rundir.write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     return summary
 
 

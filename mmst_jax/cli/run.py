@@ -18,7 +18,7 @@ from typing import Sequence
 
 import gin
 
-from mmst_jax.cli import mmst_configurables
+from mmst_jax.cli import configurables
 
 
 @gin.configurable("run", module="mmst")
@@ -71,7 +71,7 @@ def main(argv: Sequence[str]) -> int:
 
     settings = run_settings()
     if settings["distributed"]:
-        from mmst_jax.sharding import initialize_distributed
+        from mmst_jax.distributed import initialize_distributed
 
         initialize_distributed()
     from mmst_jax.mmst import loop

@@ -134,7 +134,7 @@ def train(data_file: str | None = None, workdir: str = "runs/train", *,
                "loss": float(last["metrics"]["loss"]) if last else None,
                "accuracy": float(last["metrics"]["accuracy"]) if last else None}
     if export_model:
-        from mmst_jax.cli.convert import save_orbax
+        from mmst_jax.models.orbax import save_orbax
 
         summary["model"] = os.path.join(workdir, "model")
         save_orbax(config, state.params, summary["model"])  # every host writes its own shards

@@ -6,9 +6,7 @@ import dataclasses
 from typing import Mapping
 
 from mmst_jax.mmst.modes import ModeConfig
-
-METHODS = ("text", "code")
-DIRECTIONS = ("text_to_code", "code_to_text")
+from mmst_jax.records import DIRECTIONS, METHODS  # noqa: F401  (part of the run's settings)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,8 +15,9 @@ import collections
 import math
 from typing import Iterable, Sequence
 
+from mmst_jax.records import METHODS
+
 ALL = "all"
-METHODS = ("text", "code")
 
 
 def _by_problem(records: Iterable[dict]) -> dict[tuple[str, str, str], list[dict]]:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from mmst_jax.mmst import report, rundir, stages
 from mmst_jax.sampling import generate
 from mmst_jax.mmst.config import RunConfig
+from mmst_jax.distributed import barrier, host_info
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,12 @@ def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, problems: stages.P
     Its markers still decide: a base trained from other data or settings is found stale and redone.
     """
     run_dir = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
-    host, _ = generate.host_info()
+    host, _ = host_info()
     if host == 0:
         run_dir.check_config(config_text, allow_config_change)
         if reuse_base_from:
             _copy_base(rundir.RunDir(reuse_base_from), run_dir)
-    generate.barrier("mmst:config")
+    barrier("mmst:config")
     runner = stages.Runner(run_dir, config, problems, base, finetune, bootstrap=bootstrap, mesh=mesh, rules=rules)
     metrics = {}
     for r in range(config.rounds + 1):
@@ -48,7 +49,7 @@ def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, problems: stages.P
             stages.remove_work(run_dir, r)
             metrics = report.write_report(run_dir, config.mode.mode, title)
             _log_round(metrics)
-        generate.barrier(f"mmst:round{r}")
+        barrier(f"mmst:round{r}")
     if host != 0:  # host 0 wrote the report
         metrics = json.loads((run_dir.report / "metrics.json").read_text())
     return metrics
@@ -63,7 +64,7 @@ def _copy_base(source: rundir.RunDir, target: rundir.RunDir) -> None:
         log.warning("%s has no finished base model to reuse; training one here", source.path)
         return
     tmp = target.path / ".round_000.copy"
-    rundir.remove(tmp)
+    remove(tmp)
     shutil.copytree(str(source.round(0)), str(tmp), ignore=shutil.ignore_patterns(".*"))
     tmp.rename(target.round(0))
     log.info("reusing the base model of %s", source.path)

@@ -21,9 +21,10 @@ import dataclasses
 import hashlib
 from typing import Mapping, Sequence
 
+from mmst_jax.records import METHODS
+
 MODES = ("mmst", "cross_only", "self_training")
 FINETUNE_FROM = ("base", "previous")
-METHODS = ("text", "code")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ from etils import epath
 
 from mmst_jax.mmst import rundir
 from mmst_jax.mmst.config import DIRECTIONS, METHODS
+from mmst_jax.records import write_json, write_text, remove
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,15 @@ def write_report(run_dir: rundir.RunDir, mode: str, title: str = "MMST run") -> 
     """Writes every report file; returns the metrics."""
     metrics, details = collect(run_dir, mode)
     out = run_dir.report
-    rundir.write_json(out / "metrics.json", metrics)
-    rundir.write_json(out / "details.json", details)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "details.json", details)
     try:
         _plots(metrics, details, out)
     except Exception as e:  # noqa: BLE001 — a missing plotting backend must not stop a run
         log.warning("plots not written: %s", e)
     _tensorboard(metrics, details, out / "tensorboard")
     config = run_dir.config_path.read_text() if run_dir.config_path.exists() else ""
-    rundir.write_text(out / "report.html", render_html(metrics, details, config, title))
+    write_text(out / "report.html", render_html(metrics, details, config, title))
     return metrics
 
 
@@ -163,7 +164,7 @@ def _tensorboard(metrics: dict, details: dict, directory: epath.Path) -> None:
         from tensorboardX import SummaryWriter
     except ImportError:
         return
-    rundir.remove(directory)
+    remove(directory)
     with SummaryWriter(os.fspath(directory)) as writer:
         for r, d in zip(metrics["rounds"], details["rounds"]):
             step = r["round"]

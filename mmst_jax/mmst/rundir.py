@@ -22,12 +22,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from etils import epath
 
-from mmst_jax import records
+from mmst_jax.records import read_jsonl, remove, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -44,71 +43,15 @@ class ConfigMismatchError(RunDirError):
     """The run directory holds a run of another configuration."""
 
 
-class CorruptRecordsError(RunDirError, records.JsonlError):
-    """A records file that does not parse (a damaged file); the stage that wrote it is redone."""
-
-
-def part_name(host: int, hosts: int, suffix: str = ".jsonl") -> str:
-    return f"part-{host:05d}-of-{hosts:05d}{suffix}"
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic files
-# --------------------------------------------------------------------------------------------
-def _tmp(path: epath.Path) -> epath.Path:
-    return path.parent / f".{path.name}.tmp-{os.getpid()}"
-
-
-def write_text(path: epath.PathLike, text: str) -> None:
-    """Writes a file atomically: a temporary name in the same directory, then a rename."""
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    with tmp.open("w") as f:
-        f.write(text)
-        if hasattr(f, "flush"):
-            f.flush()
-            try:
-                os.fsync(f.fileno())
-            except (AttributeError, OSError, ValueError):
-                pass  # not a local file (gs://): the rename is the commit point there too
-    tmp.replace(path)
-
-
-def write_json(path: epath.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def write_jsonl(path: epath.PathLike, records: Iterable[Mapping]) -> int:
-    lines = [json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records]
-    write_text(path, "".join(lines))
-    return len(lines)
-
-
-def read_jsonl(path: epath.PathLike) -> list[dict]:
-    """Every record of a JSON Lines file; a line that is not a JSON object (a damaged file)
-    raises CorruptRecordsError naming the file and line."""
-    return records.read_jsonl(path, error=CorruptRecordsError)
-
-
-def read_parts(directory: epath.PathLike) -> list[dict]:
-    """The records of every `part-*.jsonl` file of a directory, in file order."""
-    directory = epath.Path(directory)
-    out = []
-    for path in sorted(directory.glob("part-*.jsonl")):
-        out += read_jsonl(path)
-    return out
-
-
-def remove(path: epath.PathLike) -> None:
-    path = epath.Path(path)
-    if path.is_dir():
-        if os.path.isdir(os.fspath(path)):
-            shutil.rmtree(os.fspath(path), ignore_errors=True)
-        else:
-            path.rmtree()
-    elif path.exists():
-        path.unlink()
+def model_path(checkpoint_dir: epath.PathLike) -> str:
+    """Where a checkpoint stage's model lives: `model/` (orbax) or the directory `model.json` names
+    (an HF checkpoint the run starts from, or the previous round's model when a round trained on
+    nothing)."""
+    checkpoint_dir = epath.Path(checkpoint_dir)
+    ref = checkpoint_dir / "model.json"
+    if ref.exists():
+        return json.loads(ref.read_text())["path"]
+    return os.fspath(checkpoint_dir / "model")
 
 
 def _sha256(path: epath.Path) -> str:

@@ -35,6 +35,9 @@ from mmst_jax import faults
 from mmst_jax.sampling import generate
 from mmst_jax.verify import files
 from mmst_jax.mmst.config import DIRECTIONS, METHODS, RunConfig
+from mmst_jax.records import part_name, read_parts, write_json, write_jsonl, write_text, remove
+from mmst_jax.distributed import barrier, host_info
+from mmst_jax.models.orbax import Model, load_model, read_config
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +78,8 @@ class Runner:
             mesh = make_mesh((1, 1, 1), jax.devices()[:1]) if jax.process_count() == 1 else MeshConfig().make_mesh()
         self.mesh = mesh
         self.rules = tuple(rules or DEFAULT_RULES)
-        self.host, self.hosts = generate.host_info()
-        self._model: tuple[str, generate.Model] | None = None
+        self.host, self.hosts = host_info()
+        self._model: tuple[str, Model] | None = None
         if base.hf_checkpoint is None and bootstrap is None:
             raise ValueError("the base model is neither an HF checkpoint (Base.hf_checkpoint) nor trained "
                              "from scratch on a bootstrap corpus: give one of them")
@@ -91,21 +94,21 @@ class Runner:
         state = rundir.stage_state(d, inputs)
         if state.done:
             return state.marker
-        generate.barrier(f"{d}:check")
+        barrier(f"{d}:check")
         if state.reason != "missing":
             log.warning("%s: %s; redoing the stage", d, state.reason)
             if self.host == 0:
-                rundir.remove(d)
-            generate.barrier(f"{d}:cleared")
+                remove(d)
+            barrier(f"{d}:cleared")
         log.info("round %d: %s", round_index, name)
         d.mkdir(parents=True, exist_ok=True)
         work(d)
-        generate.barrier(f"{d}:worked")
+        barrier(f"{d}:worked")
         if self.host == 0:
             info = finish(d) if finish else {}
             faults.point("stage.done")
             rundir.mark_done(d, inputs, info, hash_contents)
-        generate.barrier(f"{d}:done")
+        barrier(f"{d}:done")
         return rundir.stage_state(d).marker
 
     def digest(self, round_index: int, name: str) -> str | None:
@@ -119,12 +122,12 @@ class Runner:
     def tokenizer_path(self) -> epath.Path:
         return self.run_dir.stage(0, "checkpoint") / "tokenizer.json"
 
-    def model(self, round_index: int) -> generate.Model:
+    def model(self, round_index: int) -> Model:
         d = self.run_dir.stage(round_index, "checkpoint")
-        path = generate.model_path(d)
+        path = rundir.model_path(d)
         if self._model is None or self._model[0] != path:
             self._model = None
-            self._model = (path, generate.load_model(d, self.tokenizer_path, self.mesh, self.rules))
+            self._model = (path, load_model(path, self.tokenizer_path, self.mesh, self.rules))
         return self._model[1]
 
     def count_tokens(self, round_index: int) -> Callable[[str], int]:
@@ -173,7 +176,7 @@ class Runner:
             def write_corpus(d):
                 if self.host == 0:
                     for method in METHODS:
-                        rundir.write_jsonl(d / method / rundir.part_name(0, 1),
+                        write_jsonl(d / method / part_name(0, 1),
                                            [r for r in self.bootstrap if r["method"] == method])
 
             def corpus_info(d):
@@ -188,7 +191,7 @@ class Runner:
                              "overrides": dict(self.base.model_overrides), "train": repr(self.base.train),
                              "lengths": dict(self.config.feature_lengths)}, sort_keys=True)
         self.stage(0, "checkpoint", rundir.combine(train_digest, recipe), self._base_checkpoint,
-                   lambda d: {"model": generate.model_path(d)}, hash_contents=False)
+                   lambda d: {"model": rundir.model_path(d)}, hash_contents=False)
         self.evaluate(0)
 
     def _base_checkpoint(self, d: epath.Path) -> None:
@@ -197,19 +200,19 @@ class Runner:
                 source = epath.Path(self.base.tokenizer or self.base.hf_checkpoint)
                 if source.is_dir():
                     source = source / "tokenizer.json"
-                rundir.write_text(d / "tokenizer.json", source.read_text())
-                rundir.write_json(d / "model.json", {"path": os.fspath(self.base.hf_checkpoint), "format": "hf"})
+                write_text(d / "tokenizer.json", source.read_text())
+                write_json(d / "model.json", {"path": os.fspath(self.base.hf_checkpoint), "format": "hf"})
             return
         from mmst_jax.models.bloom import BloomConfig
         from mmst_jax.vocab import train_bpe_tokenizer
 
         config = BloomConfig.preset(self.base.model_preset, **dict(self.base.model_overrides))
         if self.host == 0 and not (d / "tokenizer.json").exists():
-            records = rundir.read_parts(self.run_dir.stage(0, "train") / "text") + rundir.read_parts(
+            records = read_parts(self.run_dir.stage(0, "train") / "text") + read_parts(
                 self.run_dir.stage(0, "train") / "code")
             texts = [r["prompt"] + r["completion"] for r in records]
             train_bpe_tokenizer(texts, vocab_size=config.vocab_size, path=d / "tokenizer.json")
-        generate.barrier(f"{d}:tokenizer")
+        barrier(f"{d}:tokenizer")
         self._finetune(d, config, None, self.base.train, self.run_dir.stage(0, "train"), seed=0)
 
     # ----------------------------------------------------------------------------------------
@@ -228,7 +231,7 @@ class Runner:
         init_round = 0 if self.config.mode.finetune_from == "base" else r - 1
         self.stage(r, "checkpoint", rundir.combine(train, self.digest(init_round, "checkpoint")),
                    lambda d: self._finetune_round(r, d, init_round),
-                   lambda d: {"model": generate.model_path(d)}, hash_contents=False)
+                   lambda d: {"model": rundir.model_path(d)}, hash_contents=False)
         self.evaluate(r)
 
     def _sample(self, r: int, d: epath.Path) -> None:
@@ -247,7 +250,7 @@ class Runner:
 
     def _verify_dir(self, source: epath.Path, target: epath.Path, desc: str) -> None:
         lim = self.config.limits
-        name = rundir.part_name(self.host, self.hosts)
+        name = part_name(self.host, self.hosts)
         files.verify_part(source / name, target / name, timeout_s=lim.timeout_s,
                                  memory_mb=lim.memory_mb, lanes=lim.lanes, restarts=lim.restarts,
                                  progress=self.config.progress, desc=desc)
@@ -257,7 +260,7 @@ class Runner:
             self._verify_dir(self.run_dir.stage(r, "samples") / method, d / method, f"round {r} verifying {method}")
 
     def _verified_info(self, d: epath.Path) -> dict:
-        records = [x for m in METHODS for x in rundir.read_parts(d / m)]
+        records = [x for m in METHODS for x in read_parts(d / m)]
         return {"verified": files.summarize(records)}
 
     def _translate(self, r: int, d: epath.Path) -> None:
@@ -269,7 +272,7 @@ class Runner:
         verified_dir = self.run_dir.stage(r, "verified")
         for direction in DIRECTIONS:
             src, dst = direction.split("_to_")
-            sources = modes._dedup(sorted(rundir.read_parts(verified_dir / src),
+            sources = modes._dedup(sorted(read_parts(verified_dir / src),
                                           key=lambda x: (x["dataset"], str(x["problem_id"]), x["sample_index"])),
                                    self.config.mode.max_per_problem)
             train_prompts = {p["problem_id"]: p["prompt"] for p in self.solve_prompts(
@@ -295,58 +298,51 @@ class Runner:
     def _translated_info(self, d: epath.Path) -> dict:
         out, lost = {}, {}
         for direction in DIRECTIONS:
-            records = rundir.read_parts(d / direction / "verified")
+            records = read_parts(d / direction / "verified")
             out[direction] = {"kept": sum(1 for x in records if x.get("correct")), "total": len(records)}
             lost[direction] = sum(1 for x in records if x.get("lost"))
         return {"translated": out, "lost": lost}
 
     def _build(self, r: int, d: epath.Path) -> dict:
         verified_dir, translated_dir = self.run_dir.stage(r, "verified"), self.run_dir.stage(r, "translated")
-        verified = [x for m in METHODS for x in rundir.read_parts(verified_dir / m)]
-        translated = [x for t in DIRECTIONS for x in rundir.read_parts(translated_dir / t / "verified")]
+        verified = [x for m in METHODS for x in read_parts(verified_dir / m)]
+        translated = [x for t in DIRECTIONS for x in read_parts(translated_dir / t / "verified")]
         seed = _seed(self.config.generation.seed, r, "build")
         mix = modes.build(self.config.mode, verified, translated, seed=seed)
         if self.config.mode.replay:
             base_dir = self.run_dir.stage(0, "train")
-            base = [x for m in METHODS for x in (rundir.read_parts(base_dir / m) if (base_dir / m).exists() else [])]
+            base = [x for m in METHODS for x in (read_parts(base_dir / m) if (base_dir / m).exists() else [])]
             for method, extra in modes.replay_records(base, self.config.mode.replay, seed).items():
                 mix[method] = mix[method] + extra
         for method in METHODS:
-            rundir.write_jsonl(d / method / rundir.part_name(0, 1), mix[method])
+            write_jsonl(d / method / part_name(0, 1), mix[method])
         sources = {m: {s: sum(1 for x in mix[m] if x["source"] == s) for s in ("self", "translation", "replay")}
                    for m in METHODS}
         return {"train_examples": modes.counts(mix), "sources": sources}
 
     def _finetune_round(self, r: int, d: epath.Path, init_round: int) -> None:
         init_dir = self.run_dir.stage(init_round, "checkpoint")
-        init = generate.model_path(init_dir)
-        config = self._model_config(init)
+        init = rundir.model_path(init_dir)
+        config = read_config(init)
         self._finetune(d, config, init, self.finetune_config, self.run_dir.stage(r, "train"), seed=r)
-
-    def _model_config(self, path: str):
-        from mmst_jax.models.bloom import BloomConfig
-
-        with epath.Path(path, "config.json").open() as f:
-            raw = json.load(f)
-        return BloomConfig.from_hf(raw, param_dtype=raw.get("torch_dtype", "float32"))
 
     def _finetune(self, d: epath.Path, config, init: str | None, tc, train_dir: epath.Path, seed: int) -> None:
         """Trains `config` from `init` (a model directory, None: random) on the records of
         train_dir and writes d/model; the training state lives in d/.work until the stage is done
         (so a killed run resumes from its last checkpoint). With no records the model is `init`."""
         from mmst_jax import training
-        from mmst_jax.cli.convert import save_orbax
+        from mmst_jax.models.orbax import save_orbax
         from mmst_jax.vocab import HFTokenizerVocabulary
 
         if (d / "model" / "config.json").exists() or (d / "model.json").exists():
             return  # written by an earlier run that was stopped before the marker
-        records = [x for m in METHODS for x in rundir.read_parts(train_dir / m)]
+        records = [x for m in METHODS for x in read_parts(train_dir / m)]
         if not records:
             if init is None:
                 raise ValueError(f"{train_dir}: no training records for the base model")
             log.warning("%s: no training records this round; the model stays %s", train_dir, init)
             if self.host == 0:
-                rundir.write_json(d / "model.json", {"path": init, "format": "same-as"})
+                write_json(d / "model.json", {"path": init, "format": "same-as"})
             return
         vocab = HFTokenizerVocabulary(os.fspath(self.tokenizer_path))
         data = training_batches(records, vocab, dict(self.config.feature_lengths),
@@ -396,12 +392,12 @@ class Runner:
     def _eval_summary(self, d: epath.Path) -> dict:
         greedy, vote = [], []
         for method in METHODS:
-            greedy += rundir.read_parts(d / "verified" / f"greedy_{method}")
+            greedy += read_parts(d / "verified" / f"greedy_{method}")
             if (d / "verified" / f"vote_{method}").exists():
-                vote += rundir.read_parts(d / "verified" / f"vote_{method}")
+                vote += read_parts(d / "verified" / f"vote_{method}")
         summary = {"eval": evaluate.accuracy(greedy, vote), "overlap": evaluate.overlap(greedy),
                    "lost": sum(1 for x in greedy + vote if x.get("lost"))}
-        rundir.write_json(d / "summary.json", summary)
+        write_json(d / "summary.json", summary)
         return summary
 
 

@@ -1,8 +1,4 @@
-"""Models of a run and resumable sampling of prompt records into sample-record files.
-
-`load_model(checkpoint_dir, tokenizer, mesh)` reads a stage `checkpoint/` directory: `model/` (an
-orbax model, as `mmst convert` writes) or `model.json` naming an HF checkpoint (the base model of
-a run that starts from published weights).
+"""Resumable sampling of prompt records into sample-record files.
 
 `generate_records(...)` samples every prompt record of this host's shard (record i goes to host
 i % hosts) and writes `OUT_DIR/part-{host:05d}-of-{hosts:05d}.jsonl`. Row (i, j) — prompt i of the
@@ -19,95 +15,16 @@ host samples only its own rows.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from etils import epath
 
-from mmst_jax.mmst import rundir
 from mmst_jax import faults
+from mmst_jax.distributed import host_info, on_every_host
+from mmst_jax.models.orbax import Model
+from mmst_jax.records import SAMPLE_FIELDS, part_name, read_jsonl, remove, write_jsonl
 
 STOP = "\n\n"
-
-
-@dataclasses.dataclass
-class Model:
-    config: Any  # BloomConfig
-    params: Any
-    vocab: Any  # HFTokenizerVocabulary
-    path: str
-
-
-def model_path(checkpoint_dir: epath.PathLike) -> str:
-    """Where a stage's model lives: `model/` (orbax) or the HF directory `model.json` names."""
-    checkpoint_dir = epath.Path(checkpoint_dir)
-    ref = checkpoint_dir / "model.json"
-    if ref.exists():
-        return json.loads(ref.read_text())["path"]
-    return os.fspath(checkpoint_dir / "model")
-
-
-def load_model(checkpoint_dir: epath.PathLike, tokenizer: epath.PathLike, mesh=None, rules=None) -> Model:
-    from mmst_jax.cli.convert import load_orbax
-    from mmst_jax.models.hf import load_bloom
-    from mmst_jax.vocab import HFTokenizerVocabulary
-
-    path = model_path(checkpoint_dir)
-    if os.path.isdir(os.path.join(path, "params")):
-        shardings = None
-        if mesh is not None:
-            shardings = _param_shardings(path, mesh, rules)
-        config, params = load_orbax(path, shardings)
-    else:
-        config, params = load_bloom(path, mesh=mesh)
-    vocab = HFTokenizerVocabulary(os.fspath(tokenizer))
-    vocab.check_fits_model(config.vocab_size, f"the model at {path}")
-    return Model(config, params, vocab, path)
-
-
-def _param_shardings(path: str, mesh, rules):
-    import jax.numpy as jnp
-
-    from mmst_jax import sharding
-    from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM
-
-    with open(os.path.join(path, "config.json")) as f:
-        raw = json.load(f)
-    config = BloomConfig.from_hf(raw, param_dtype=raw.get("torch_dtype", "float32"))
-    specs = sharding.param_logical_specs(BloomForCausalLM(config), jnp.ones((1, 1), jnp.int32))
-    return sharding.logical_to_sharding(specs, mesh, rules or sharding.DEFAULT_RULES)
-
-
-def host_info() -> tuple[int, int]:
-    import jax
-
-    return jax.process_index(), jax.process_count()
-
-
-def barrier(name: str) -> None:
-    """All hosts reach this point before any goes on (no-op on one host)."""
-    import jax
-
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
-def on_every_host(flags: Sequence[bool]) -> list[bool]:
-    """Each flag true only if it is true on every host (each passes its own list, all of one
-    length); on one host the flags themselves."""
-    import jax
-
-    if jax.process_count() == 1 or not flags:
-        return [bool(f) for f in flags]
-    import numpy as np
-    from jax.experimental import multihost_utils
-
-    every = np.asarray(multihost_utils.process_allgather(np.asarray(flags, np.int32)))
-    return [bool(f) for f in every.reshape(jax.process_count(), len(flags)).all(axis=0)]
 
 
 def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Model, *, temperature: float,
@@ -123,7 +40,7 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
 
     host, hosts = host_info()
     out_dir = epath.Path(out_dir)
-    part = out_dir / rundir.part_name(host, hosts)
+    part = out_dir / part_name(host, hosts)
     in_step = hosts > 1 and mesh is not None and spans_processes(mesh)
     if part.exists() and not in_step:
         return part
@@ -167,19 +84,17 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
                     bar.update(len(batch))
                     faults.point("sample.batch")
                 if not part.exists():
-                    rundir.write_jsonl(chunks_dir / f"chunk-{c:05d}.jsonl", out)
+                    write_jsonl(chunks_dir / f"chunk-{c:05d}.jsonl", out)
     if part.exists():
         return part
     records = []
     for c in range(len(chunks)):
-        records += rundir.read_jsonl(chunks_dir / f"chunk-{c:05d}.jsonl")
-    rundir.write_jsonl(part, records)
-    rundir.remove(chunks_dir)
+        records += read_jsonl(chunks_dir / f"chunk-{c:05d}.jsonl")
+    write_jsonl(part, records)
+    remove(chunks_dir)
     return part
 
 
-SAMPLE_FIELDS = ("problem_id", "dataset", "method", "sample_index", "round", "prompt", "completion",
-                 "gold", "seed")
 
 
 def _sample_record(prompt: dict, sample_index: int, completion: str, round_index: int, seed: int) -> dict:

@@ -388,18 +388,15 @@ def _initial_params(config: BloomConfig, init, seed: int, program: Program, mesh
         return program.init_params(jax.random.key(seed))
     if not isinstance(init, (str, os.PathLike)):
         return init
-    from mmst_jax.cli.convert import load_orbax
-    from mmst_jax.models.hf import load_bloom
+    from mmst_jax.models.orbax import load_model_dir, read_config
 
     path = os.fspath(init)
-    theirs = BloomConfig.from_hf(path)
+    theirs = read_config(path)
     if ckpt_lib.architecture(theirs) != ckpt_lib.architecture(config):
         raise ckpt_lib.CheckpointError(
             f"{path} holds a model of another architecture ({ckpt_lib.architecture(theirs)}) than the one "
             f"configured ({ckpt_lib.architecture(config)}): configure the model it holds")
-    if os.path.isdir(os.path.join(path, "params")):
-        return load_orbax(path, program.shardings.params)[1]
-    return load_bloom(path, mesh=mesh, rules=rules)[1]
+    return load_model_dir(path, mesh=mesh, rules=rules)[1]
 
 
 def _next_batch(data: BatchIterator, step: int, tc: TrainConfig) -> dict[str, np.ndarray]:

@@ -20,32 +20,15 @@ from typing import Sequence
 
 from etils import epath
 
-from mmst_jax.mmst import rundir
 from mmst_jax import faults
+from mmst_jax.records import read_complete_lines, read_jsonl, record_key, remove, write_jsonl
 
 log = logging.getLogger(__name__)
 
 
-def record_key(r: dict) -> tuple:
-    return (r["dataset"], str(r["problem_id"]), r["method"], r.get("round", 0), r["sample_index"],
-            r.get("source_sample_index", -1))
-
-
 def _read_partial(path: epath.Path) -> dict[tuple, dict]:
-    """Complete lines of a partial file (a torn last line from a kill is ignored)."""
-    out = {}
-    if not path.exists():
-        return out
-    with path.open("r") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            out[record_key(r)] = r
-    return out
+    """The complete lines of a partial file, by record key (a torn last line from a kill is ignored)."""
+    return {record_key(r): r for r in read_complete_lines(path)}
 
 
 def lost_record(sample: dict, why: str) -> dict:
@@ -64,7 +47,7 @@ def verify_part(samples_file: epath.PathLike, verified_file: epath.PathLike, *, 
     verified_file = epath.Path(verified_file)
     if verified_file.exists():
         return verified_file
-    samples = rundir.read_jsonl(samples_file)
+    samples = read_jsonl(samples_file)
     partial = verified_file.parent / f".{verified_file.name}.partial"
     verified_file.parent.mkdir(parents=True, exist_ok=True)
     known = _read_partial(partial)
@@ -111,8 +94,8 @@ def verify_part(samples_file: epath.PathLike, verified_file: epath.PathLike, *, 
     if lost:
         log.warning("%s: %d of %d records could not be verified (counted as lost)", samples_file, lost,
                     len(out_records))
-    rundir.write_jsonl(verified_file, out_records)
-    rundir.remove(partial)
+    write_jsonl(verified_file, out_records)
+    remove(partial)
     return verified_file
 
 

@@ -18,16 +18,11 @@ from typing import Any, Iterable
 
 from etils import epath
 
-from mmst_jax.records import JsonlError, read_jsonl
+from mmst_jax.records import METHODS, RecordError, read_jsonl, record_key  # noqa: F401
 from mmst_jax.verify.answers import answer_kind, gold_answer
 
-METHODS = ("text", "code")
 REQUIRED = ("problem_id", "dataset", "method", "sample_index", "completion", "gold")
 STATUS_FIELDS = ("answer", "correct", "status", "detail", "elapsed_ms")
-
-
-class RecordError(JsonlError):
-    """A malformed record; the message names the file and line."""
 
 
 def check_sample(record: Any) -> None:
@@ -49,11 +44,6 @@ def check_sample(record: Any) -> None:
     if gold_answer(record["gold"], kind) is None:
         raise ValueError(f"gold {str(record['gold'])[:80]!r} has no {kind} answer "
                          f"(dataset {record['dataset']!r})")
-
-
-def record_key(record: dict) -> tuple:
-    return (record["dataset"], str(record["problem_id"]), record["method"],
-            record.get("round", 0), record["sample_index"])
 
 
 def _lines(path: str | epath.Path) -> Iterable[tuple[int, str]]:
