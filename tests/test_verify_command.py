@@ -165,7 +165,7 @@ def test_other_isolation_modes_run_programs_and_say_what_they_lack(isolation):
 
 
 def test_verify_files_returns_counts(samples, tmp_path):
-    from mmst_jax.cli.verify import verify_files
+    from mmst_jax.verify.files import verify_files
 
     summary = verify_files([str(samples)], str(tmp_path / "v.jsonl"), limits=Limits(timeout_s=1.0), lanes=2)
     assert summary["records"] == 25 and summary["reused"] == 0

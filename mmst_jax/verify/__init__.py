@@ -6,10 +6,10 @@ No JAX here. Import the modules themselves; this package imports nothing on its 
   results    Limits, ExecResult, the result channel's parsing and the status of a run
   sandbox    Sandbox (warm worker, lanes, protections), run_programs
   verifier   verify_records, verify_text, verified_from_exec
-  records    read_samples (errors name file and line), read_verified
-  command    `mmst verify --input samples.jsonl --output verified.jsonl`
+  files      verify_files, verify_part (resumable, crash-surviving verification of sample files),
+             read_samples, check_sample, summarize
 
 Inside the worker process: worker (set-up once, then lanes), lane (one program at a time),
 harness (confinement, then the program), isolation (namespaces, mounts, capabilities, seccomp),
-cgroups (made and removed by the host).
+cgroups (made and removed by the host). The command `mmst verify` is mmst_jax/cli/verify.py.
 """

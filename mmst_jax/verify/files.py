@@ -1,111 +1,223 @@
-"""Verifying a stage's sample records, surviving a verifier that crashes.
+"""Resumable verification of sample files: the one used by `mmst verify` and by the MMST loop.
 
-`verify_part(samples_file, verified_file, limits)` verifies this host's part file with the
-sandboxed verifier (mmst_jax.verify): text answers are extracted, programs run in the sandbox,
-answers compared with the gold outside it. Each finished record is appended to a hidden partial
-file at once, so a run killed in the middle verifies only what is missing when started again.
+`verify_files(inputs, output, ...)` reads sample records (files, or directories of *.jsonl),
+verifies them with the sandboxed verifier (text answers extracted, programs run in the sandbox,
+answers compared with the gold outside it) and writes the verified records to `output` in the input
+order, atomically. Each finished record is appended to a partial file at once; a run started again
+after a kill reuses what the partial file and an existing output hold for samples that have not
+changed, so only what is missing is verified.
 
 If the verifier itself fails (its worker dies, the sandbox cannot start, ...), it is restarted up to
-`limits.restarts` times, keeping what it had finished; the records still unverified after that are
-written as lost — `status` "error", `correct` false, `lost` true, `detail` naming the failure — so the
-round continues with what was verified, and the loss is counted (`summarize`) and reported.
+`restarts` times, keeping what it had finished. What is still unverified after that either raises
+the failure or, with `write_lost`, is written as lost — `status` "error", `correct` false, `lost`
+true, `detail` naming the failure — so a round continues with what was verified, and the loss is
+counted (`summarize`) and reported. `verify_part` is the MMST loop's call: one part file, a hidden
+partial file, lost records written.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
-from typing import Sequence
+import os
+import time
+from typing import Any, Sequence
 
 from etils import epath
+from tqdm import tqdm
 
 from mmst_jax import faults
-from mmst_jax.records import read_complete_lines, read_jsonl, record_key, remove, write_jsonl
+from mmst_jax.records import (METHODS, VERIFIED_FIELDS, RecordError, dumps, read_complete_lines,
+                              read_jsonl, record_key, remove, write_jsonl)
+from mmst_jax.verify.answers import answer_kind, gold_answer
+from mmst_jax.verify.results import Limits
+from mmst_jax.verify.sandbox import Sandbox
+from mmst_jax.verify.verifier import verify_records
 
 log = logging.getLogger(__name__)
 
-
-def _read_partial(path: epath.Path) -> dict[tuple, dict]:
-    """The complete lines of a partial file, by record key (a torn last line from a kill is ignored)."""
-    return {record_key(r): r for r in read_complete_lines(path)}
+REQUIRED = ("problem_id", "dataset", "method", "sample_index", "completion", "gold")
 
 
+# --------------------------------------------------------------------------------------------
+# Reading sample records
+# --------------------------------------------------------------------------------------------
+def check_sample(record: Any) -> None:
+    """Raises ValueError saying what keeps a sample record from being verified (a missing field,
+    an unknown method, a gold with no answer of its dataset's kind)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a record must be a JSON object, not {type(record).__name__}")
+    missing = [f for f in REQUIRED if f not in record]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)} (a sample record needs "
+                         f"{', '.join(REQUIRED)})")
+    if record["method"] not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {record['method']!r}")
+    if not isinstance(record["completion"], str):
+        raise ValueError(f"completion must be a string, not {type(record['completion']).__name__}")
+    if not isinstance(record["sample_index"], int) or isinstance(record["sample_index"], bool):
+        raise ValueError(f"sample_index must be an integer, not {record['sample_index']!r}")
+    if not isinstance(record["dataset"], str) or not record["dataset"]:
+        raise ValueError(f"dataset must be a non-empty string, not {record['dataset']!r}")
+    kind = answer_kind(record["dataset"], record["gold"])
+    if gold_answer(record["gold"], kind) is None:
+        raise ValueError(f"gold {str(record['gold'])[:80]!r} has no {kind} answer "
+                         f"(dataset {record['dataset']!r})")
+
+
+def input_files(inputs: Sequence[epath.PathLike]) -> list[str]:
+    """Files as given; a directory stands for its *.jsonl files in name order."""
+    files = []
+    for given in inputs:
+        path = epath.Path(given)
+        if path.is_dir():
+            found = sorted(os.fspath(p) for p in path.glob("*.jsonl"))
+            if not found:
+                raise FileNotFoundError(f"{path}: a directory with no *.jsonl files")
+            files += found
+        else:
+            files.append(os.fspath(given))
+    return files
+
+
+def read_samples(inputs: Sequence[epath.PathLike], *, check: bool = True) -> list[dict]:
+    """The sample records of the inputs, in order. With `check`, every record is checked
+    (`check_sample`) and a sample given twice is an error: RecordError naming file and record.
+    A missing input raises FileNotFoundError."""
+    samples, seen = [], {}
+    for path in input_files(inputs):
+        for n, record in enumerate(read_jsonl(path, check_sample if check else None), 1):
+            if check:
+                key = record_key(record)
+                if key in seen:
+                    raise RecordError(f"{path}: record {n} repeats sample {key} of {seen[key]}")
+                seen[key] = f"{path} record {n}"
+            samples.append(record)
+    return samples
+
+
+def _earlier(samples: Sequence[dict], *paths: epath.Path) -> list[dict | None]:
+    """For each sample, its verified record from an earlier run (the complete lines of `paths`,
+    later ones winning) if that verified the same completion against the same gold, else None."""
+    known = {}
+    for path in paths:
+        for v in read_complete_lines(path):
+            if all(f in v for f in (*REQUIRED, *VERIFIED_FIELDS)):
+                known[record_key(v)] = v
+    out: list[dict | None] = []
+    for s in samples:
+        v = known.get(record_key(s))
+        same = v is not None and v["completion"] == s["completion"] and v["gold"] == s["gold"]
+        out.append(v if same else None)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Verifying
+# --------------------------------------------------------------------------------------------
 def lost_record(sample: dict, why: str) -> dict:
+    """A sample the verifier could not verify, counted as lost."""
     return {**sample, "answer": None, "correct": False, "status": "error",
             "detail": f"verifier failed: {why}"[:200], "elapsed_ms": 0.0, "lost": True}
+
+
+def _attempt(samples: Sequence[dict], results: list[dict | None], partial: epath.Path, bar: tqdm, *,
+             limits: Limits, lanes: int | None, isolation: str, sandbox: Sandbox | None) -> str | None:
+    """Verifies every sample whose result is None, filling `results` and appending each verified
+    record to `partial` as it finishes. Returns the sandbox's protections (None: no sandbox)."""
+    todo = [i for i, r in enumerate(results) if r is None]
+    own = sandbox is None and any(samples[i]["method"] == "code" for i in todo)
+    box = Sandbox(lanes=lanes, limits=limits, isolation=isolation) if own else sandbox
+    try:
+        with partial.open("a") as out:
+            def on_result(j: int, verified: dict) -> None:
+                faults.point("verify.record")
+                results[todo[j]] = verified
+                out.write(dumps(verified))
+                out.flush()
+                bar.update(1)
+
+            verify_records([samples[i] for i in todo], sandbox=box, limits=limits, on_result=on_result)
+        return box.protections.describe() if box is not None else None
+    finally:
+        if own and box is not None:
+            box.close()
+
+
+def verify_files(inputs: Sequence[epath.PathLike], output: epath.PathLike, *,
+                 limits: Limits | None = None, lanes: int | None = None, isolation: str = "auto",
+                 sandbox: Sandbox | None = None, restarts: int = 0, write_lost: bool = False,
+                 check: bool = True, partial: epath.PathLike | None = None, progress: bool = False,
+                 desc: str = "verify") -> dict:
+    """Verifies the sample files into `output` (input order, written atomically), reusing what an
+    earlier, interrupted run left in the partial file (default `OUTPUT.partial`) or in OUTPUT.
+
+    Code runs in `sandbox` if given (it is left open), else in one made with `lanes`, `limits` and
+    `isolation` for each attempt. `check`: see `read_samples`. Returns ``{"records": n,
+    "status": {status: n}, "correct": {method: n}, "total": {method: n}, "reused": n,
+    "seconds": s, "protections": str | None}`` (protections None when no code ran).
+    """
+    limits = limits or Limits()
+    samples = read_samples(inputs, check=check)
+    output = epath.Path(output)
+    partial = epath.Path(partial) if partial is not None else output.parent / f"{output.name}.partial"
+    results = _earlier(samples, output, partial)
+    reused = sum(r is not None for r in results)
+    start = time.monotonic()
+    protections = failure = None
+    if reused < len(samples):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tqdm(total=len(samples), initial=reused, desc=desc, unit="rec", disable=not progress,
+                  leave=False) as bar:
+            for attempt in range(restarts + 1):
+                if all(r is not None for r in results):
+                    break
+                try:
+                    protections = _attempt(samples, results, partial, bar, limits=limits, lanes=lanes,
+                                           isolation=isolation, sandbox=sandbox)
+                    failure = None
+                except Exception as e:  # noqa: BLE001 — any verifier failure: restart, then count the loss
+                    if attempt == restarts and not write_lost:
+                        raise
+                    failure = f"{type(e).__name__}: {e}"
+                    log.warning("%s: the verifier failed (attempt %d of %d): %s", output, attempt + 1,
+                                restarts + 1, failure)
+    lost = [i for i, r in enumerate(results) if r is None]
+    for i in lost:
+        results[i] = lost_record(samples[i], failure or "no result")
+    if lost:
+        log.warning("%s: %d of %d records could not be verified (counted as lost)", output, len(lost),
+                    len(results))
+    if reused < len(samples) or partial.exists() or not output.exists():
+        write_jsonl(output, results)  # type: ignore[arg-type]
+        remove(partial)
+    counts = summarize(results)  # type: ignore[arg-type]
+    return {"records": len(results),
+            "status": dict(sorted(collections.Counter(r["status"] for r in results).items())),
+            "correct": {m: counts.get(m, {}).get("correct", 0) for m in METHODS},
+            "total": {m: counts.get(m, {}).get("total", 0) for m in METHODS},
+            "reused": reused, "seconds": time.monotonic() - start, "protections": protections}
 
 
 def verify_part(samples_file: epath.PathLike, verified_file: epath.PathLike, *, timeout_s: float = 2.0,
                 memory_mb: int = 256, lanes: int | None = None, restarts: int = 1,
                 progress: bool = True, desc: str = "verifying") -> epath.Path:
-    """Verifies one part file into another (same order); an existing output is kept as it is."""
-    from mmst_jax.verify.results import Limits
-    from mmst_jax.verify.sandbox import Sandbox
-    from mmst_jax.verify.verifier import verify_records
-
+    """The MMST loop's verification of one part file into another (same order): the partial file
+    is hidden (`.NAME.partial`), a failing verifier is restarted `restarts` times, and what is still
+    unverified then is written as lost. Returns `verified_file`."""
     verified_file = epath.Path(verified_file)
-    if verified_file.exists():
-        return verified_file
-    samples = read_jsonl(samples_file)
-    partial = verified_file.parent / f".{verified_file.name}.partial"
-    verified_file.parent.mkdir(parents=True, exist_ok=True)
-    known = _read_partial(partial)
-    limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb)
-    failure = None
-    for attempt in range(restarts + 1):
-        todo = [s for s in samples if record_key(s) not in known]
-        if not todo:
-            break
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=desc, unit="rec",
-                   disable=not progress, leave=False)
-        try:
-            with partial.open("a") as out:
-                def on_result(_: int, v: dict) -> None:
-                    faults.point("verify.record")
-                    known[record_key(v)] = v
-                    out.write(json.dumps(v, ensure_ascii=False, sort_keys=True) + "\n")
-                    out.flush()
-                    bar.update(1)
-
-                needs_box = any(s["method"] == "code" for s in todo)
-                box = Sandbox(lanes=lanes, limits=limits) if needs_box else None
-                try:
-                    verify_records(todo, sandbox=box, limits=limits, on_result=on_result)
-                finally:
-                    if box is not None:
-                        box.close()
-            failure = None
-        except Exception as e:  # noqa: BLE001 — any verifier failure: restart, then count the loss
-            failure = f"{type(e).__name__}: {e}"
-            log.warning("%s: the verifier failed (attempt %d of %d): %s", samples_file, attempt + 1,
-                        restarts + 1, failure)
-        finally:
-            bar.close()
-    out_records = []
-    for s in samples:
-        v = known.get(record_key(s))
-        if v is None or v.get("completion") != s["completion"]:
-            v = lost_record(s, failure or "no result")
-        out_records.append(v)
-    lost = sum(1 for v in out_records if v.get("lost"))
-    if lost:
-        log.warning("%s: %d of %d records could not be verified (counted as lost)", samples_file, lost,
-                    len(out_records))
-    write_jsonl(verified_file, out_records)
-    remove(partial)
+    verify_files([samples_file], verified_file, limits=Limits(timeout_s=timeout_s, memory_mb=memory_mb),
+                 lanes=lanes, restarts=restarts, write_lost=True, check=False,
+                 partial=verified_file.parent / f".{verified_file.name}.partial", progress=progress,
+                 desc=desc)
     return verified_file
 
 
 def summarize(verified: Sequence[dict]) -> dict[str, dict[str, int]]:
-    """{method: {"correct", "total", "lost"}} over verified records."""
-    out = {}
+    """{method: {"correct", "total", "lost"}} over verified records, for each method present."""
     by_method = collections.defaultdict(list)
     for r in verified:
         by_method[r["method"]].append(r)
-    for method, rs in sorted(by_method.items()):
-        out[method] = {"correct": sum(1 for r in rs if r.get("correct")), "total": len(rs),
-                       "lost": sum(1 for r in rs if r.get("lost"))}
-    return out
+    return {method: {"correct": sum(1 for r in rs if r.get("correct")), "total": len(rs),
+                     "lost": sum(1 for r in rs if r.get("lost"))}
+            for method, rs in sorted(by_method.items())}
