@@ -65,7 +65,7 @@ def timed(fn, repeats: int):
     return best, out
 
 
-def ours_vs_hf(hf_model, config, params, rows: int, prompt_len: int, new: int, top_p: float,
+def ours_vs_hf(hf_model, config, params, *, rows: int, prompt_len: int, new: int, top_p: float,
                repeats: int) -> dict:
     import torch
 
@@ -76,7 +76,7 @@ def ours_vs_hf(hf_model, config, params, rows: int, prompt_len: int, new: int, t
     keys = decode.row_keys(0, range(rows), [0] * rows)
     start = time.perf_counter()
     compiled = decode.decode.lower(params, ids, mask, keys, config=config, sampling=sampling, eos_id=None,
-                                     pad_id=PAD).compile()
+                                   pad_id=PAD).compile()
     compile_s = time.perf_counter() - start
     ours_s, (_, lengths, _) = timed(lambda: compiled(params, ids, mask, keys), repeats)
     assert int(np.asarray(lengths).sum()) == rows * new
@@ -97,8 +97,8 @@ def ours_vs_hf(hf_model, config, params, rows: int, prompt_len: int, new: int, t
             "speedup_vs_hf": round(hf_s / ours_s, 2)}
 
 
-def prefix_sharing(config, params, rows: int, prefix_len: int, suffix_len: int, new: int, top_p: float,
-                   repeats: int) -> dict:
+def prefix_sharing(config, params, *, rows: int, prefix_len: int, suffix_len: int, new: int,
+                   top_p: float, repeats: int) -> dict:
     rs = np.random.RandomState(2)
     prefix = rs.randint(4, config.vocab_size, size=prefix_len).astype(np.int32)
     suffixes = rs.randint(4, config.vocab_size, size=(rows, suffix_len)).astype(np.int32)

@@ -1,5 +1,11 @@
 """Per-device memory of the fine-tuning step and the decode step: analytic estimates and the
-figures XLA reports for the compiled executables, side by side.
+figures XLA reports for the compiled executables, side by side (`plan`, which `mmst plan` runs).
+
+    rows = plan(mesh_config=MeshConfig(shape={"fsdp": 8}, num_devices=8), model_preset="bloom-560m")
+    print(format_table(rows))
+
+The fine-tuning step compiled is the very program training runs (training.lower_train_step);
+nothing is allocated, so the devices may be simulated host devices or ahead-of-time TPU devices.
 
 Analytic model (bytes per device; P = parameters, c = compute dtype bytes, p = parameter dtype
 bytes, o = optimizer moment bytes; d, f, t = data, fsdp, tensor mesh sizes; B_dev = B / (d f)):
@@ -18,13 +24,16 @@ peak is arguments + outputs - aliased + temporaries.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import re
-from typing import Any
+import time
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from mmst_jax.models.bloom import DTYPES, BloomConfig
+from mmst_jax.sharding import MeshConfig
 
 GIB = 2**30
 
@@ -128,3 +137,120 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def to_json(rows: list[dict[str, Any]]) -> str:
     return json.dumps(rows, indent=2, default=float)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiling the steps and planning a topology
+# --------------------------------------------------------------------------------------------
+def compile_train(config: BloomConfig, mesh, rules, workload: Workload):
+    """The fine-tuning step training runs, for `workload.train_batch` rows of `train_length` tokens."""
+    from mmst_jax import training
+
+    tc = training.TrainConfig(batch_size=workload.train_batch, num_steps=10, progress_bar=False)
+    return training.lower_train_step(config, tc, mesh, rules, length=workload.train_length).compile()
+
+
+def compile_decode(config: BloomConfig, mesh, rules, workload: Workload):
+    """One sampling step: a token per row against a KV cache of `cache_length` slots."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from mmst_jax import sharding
+    from mmst_jax.models.bloom import BloomForCausalLM, cache_logical_axes, init_cache
+
+    model = BloomForCausalLM(config)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.ones((1, 1), jnp.int32)))["params"]
+    abstract_params = nn.unbox(boxed)
+    param_shardings = sharding.logical_to_sharding(
+        sharding.logical_specs(boxed), mesh, rules, shapes=abstract_params)
+    cache = jax.eval_shape(lambda: init_cache(config, workload.decode_batch, workload.cache_length))
+    cache_shardings = sharding.logical_to_sharding(cache_logical_axes(cache), mesh, rules, shapes=cache)
+    rows = sharding.batch_sharding(mesh, rules)
+    token = jax.ShapeDtypeStruct((workload.decode_batch, 1), jnp.int32, sharding=rows)
+    mask = jax.ShapeDtypeStruct((workload.decode_batch, workload.cache_length), jnp.int32, sharding=rows)
+
+    def step(params, cache, token, mask):
+        logits, variables = model.apply({"params": params, "cache": cache}, token, mask, decode=True,
+                                        mutable=["cache"])
+        return jnp.argmax(logits[:, -1], axis=-1), variables["cache"]
+
+    jitted = jax.jit(step, in_shardings=(param_shardings, cache_shardings, rows, rows),
+                     out_shardings=(None, cache_shardings), donate_argnums=1)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        return jitted.lower(sharding.abstract_with_shardings(abstract_params, param_shardings),
+                            sharding.abstract_with_shardings(cache, cache_shardings), token, mask).compile()
+
+
+def have_libtpu() -> bool:
+    """Whether the TPU compiler is installed (ahead-of-time compilation needs no TPU)."""
+    return importlib.util.find_spec("libtpu") is not None
+
+
+def resolve_target(target: str, mesh_config: MeshConfig) -> str:
+    """'tpu' or 'cpu' for the target asked: 'auto' takes tpu when the topology names its TPU chip
+    layout and libtpu is installed."""
+    if target not in ("auto", "tpu", "cpu"):
+        raise ValueError(f"plan target {target!r}: choose auto, tpu or cpu")
+    can_tpu = bool(mesh_config.tpu_topology) and have_libtpu()
+    if target == "auto":
+        return "tpu" if can_tpu else "cpu"
+    if target == "tpu" and not can_tpu:
+        raise ValueError("target='tpu' needs libtpu (pip install 'jax[tpu]') and a topology with "
+                         "partitioning.MeshConfig.tpu_topology")
+    return target
+
+
+def compile_steps(config: BloomConfig, mesh, rules, workload: Workload) -> dict[str, tuple[dict, float]]:
+    """{step: (compiled figures, compile seconds)} of the train and decode steps. A program the
+    TPU compiler refuses for exceeding HBM is a verdict, reported as `out_of_memory` figures."""
+    compiled = {}
+    for step, fn in (("train", compile_train), ("decode", compile_decode)):
+        start = time.perf_counter()
+        try:
+            measured = compiled_memory(fn(config, mesh, rules, workload))
+        except Exception as e:  # noqa: BLE001 - only the compiler's out-of-memory refusal is kept
+            measured = out_of_memory(e)
+            if measured is None:
+                raise
+        compiled[step] = (measured, time.perf_counter() - start)
+    return compiled
+
+
+def plan(*, mesh_config: MeshConfig, devices: Callable[[str, MeshConfig], Sequence] | None = None,
+         model_preset: str = "bloom-176b", dtype: str = "bfloat16", param_dtype: str = "bfloat16",
+         remat_policy: str = "full", train_batch: int = 256, train_length: int = 1024,
+         decode_batch: int = 256, cache_length: int = 2048, compile: bool = True,
+         target: str = "auto") -> list[dict]:
+    """The plan rows (train, decode) of one topology: analytic figures, and with `compile` the
+    compiled ones for `target` ('auto', 'tpu' or 'cpu'). `devices(target, mesh_config)` gives the
+    slice's devices to compile for (default: the devices JAX has)."""
+    num_devices = mesh_config.num_devices
+    if num_devices is None:
+        raise ValueError("the topology does not say how many devices its slice has: set "
+                         "partitioning.MeshConfig.num_devices (the files in gin_configs/topologies do)")
+    mesh_shape = mesh_config.resolve(num_devices)
+    config = BloomConfig.preset(model_preset, dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy)
+    workload = Workload(train_batch, train_length, decode_batch, cache_length, optimizer_dtype=param_dtype)
+    target = resolve_target(target, mesh_config)
+    compiled = {}
+    if compile:
+        import jax
+
+        mesh = mesh_config.make_mesh(devices(target, mesh_config) if devices else jax.devices())
+        compiled = compile_steps(config, mesh, mesh_config.rules, workload)
+    rows = []
+    for step, analytic in (("train", analytic_train(config, mesh_shape, workload)),
+                           ("decode", analytic_decode(config, mesh_shape, workload))):
+        measured, seconds = compiled.get(step, (None, None))
+        total = measured["peak"] if measured else analytic["total"]
+        verdict = False if measured and measured.get("out_of_memory") else fits(total, mesh_config.hbm_gib)
+        rows.append({
+            "slice": mesh_config.name, "devices": num_devices, "mesh": list(mesh_shape), "step": step,
+            "target": target if compile else "analytic", "model": model_preset, "dtype": dtype,
+            "param_dtype": param_dtype, "remat": remat_policy, "workload": dataclasses.asdict(workload),
+            "hbm_gib": mesh_config.hbm_gib, "compiled": measured,
+            "compiled_peak": measured["peak"] if measured else None, "compile_seconds": seconds,
+            "analytic": analytic, "analytic_total": analytic["total"], "fits": verdict,
+        })
+    return rows

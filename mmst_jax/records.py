@@ -178,3 +178,48 @@ def remove(path: epath.PathLike) -> None:
             path.rmtree()
     elif path.exists():
         path.unlink()
+
+
+# --------------------------------------------------------------------------------------------
+# Records as SeqIO sources
+# --------------------------------------------------------------------------------------------
+# The features of a translation task's source: verified records of the direction's source method,
+# every field a string (`correct`: "true", "false" or ""). The MMST loop feeds its own verified
+# records to the translation task registered under the name it is configured with.
+TRANSLATION_SOURCE_FIELDS = ("problem_id", "dataset", "method", "sample_index", "prompt", "completion", "gold",
+                             "correct")
+
+
+def _as_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def as_string_dataset(records: Sequence[Mapping[str, Any]], fields: Sequence[str]):
+    """A tf.data dataset of the records' `fields`, one string feature each."""
+    import tensorflow as tf
+
+    if not records:
+        return tf.data.Dataset.from_tensor_slices({f: tf.constant([], tf.string) for f in fields})
+    return tf.data.Dataset.from_tensor_slices({f: [_as_string(r.get(f)) for r in records] for f in fields})
+
+
+def from_string_features(example: Mapping[str, Any]) -> dict[str, Any]:
+    """A SeqIO example's string features (numpy bytes) as a record of str values; `correct` as a
+    bool (absent when empty) and `sample_index`/`source_sample_index` as ints."""
+    out: dict[str, Any] = {}
+    for key, value in example.items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        elif hasattr(value, "dtype"):
+            continue  # token ids: not a record field
+        out[key] = value
+    if "correct" in out:
+        correct = out.pop("correct")
+        if correct:
+            out["correct"] = correct == "true"
+    for key in ("sample_index", "source_sample_index"):
+        if key in out and isinstance(out[key], str) and out[key].lstrip("-").isdigit():
+            out[key] = int(out[key])
+    return out

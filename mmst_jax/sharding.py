@@ -44,6 +44,10 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+# Rule sets by name: a topology's gin file selects one (`partitioning.MeshConfig.rules = 'fsdp_tensor'`).
+RULE_SETS: dict[str, tuple[tuple[str, Any], ...]] = {"fsdp_tensor": DEFAULT_RULES}
+
+
 class PartitioningError(ValueError):
     """A mesh, rule or sharding that cannot work; the message says what to change."""
 
@@ -78,7 +82,7 @@ class MeshConfig:
 
     shape: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: {"data": -1, "fsdp": 1, "tensor": 1})
-    rules: Sequence[tuple[str, Any]] = DEFAULT_RULES
+    rules: str | Sequence[tuple[str, Any]] = DEFAULT_RULES  # a name of RULE_SETS, or the rules themselves
     name: str = "default"
     num_devices: int | None = None  # the slice's device count (for `mmst plan`); None: what is there
     hbm_gib: float | None = None  # memory per device, for `mmst plan`
@@ -93,7 +97,12 @@ class MeshConfig:
             raise PartitioningError(f"mesh shape {dict(self.shape)}: at most one axis may be -1 (inferred)")
         if any(v == 0 or v < -1 for v in self.shape.values()):
             raise PartitioningError(f"mesh shape {dict(self.shape)}: sizes must be positive or -1")
-        object.__setattr__(self, "rules", validate_rules(self.rules))
+        rules = self.rules
+        if isinstance(rules, str):
+            if rules not in RULE_SETS:
+                raise PartitioningError(f"unknown rule set {rules!r}; rule sets: {', '.join(sorted(RULE_SETS))}")
+            rules = RULE_SETS[rules]
+        object.__setattr__(self, "rules", validate_rules(rules))
 
     def resolve(self, num_devices: int) -> tuple[int, ...]:
         """The (data, fsdp, tensor) sizes for `num_devices` devices."""

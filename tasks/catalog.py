@@ -49,6 +49,9 @@ class TaskInfo:
     # (split, count_tokens or None) -> examples; with a token counter they are fitted to the kind's
     # feature lengths (config.feature_lengths), without one prompts keep every exemplar.
     render: Callable[[str, Callable[[str], int] | None], Rendered]
+    # Whether SeqIO's source fits examples with the task's tokenizer. Training tasks are not fitted:
+    # their source needs no tokenizer, and `drop_overlong` drops what the caller's lengths do not hold.
+    fitted: bool = True
 
 
 CATALOG: dict[str, TaskInfo] = {}
@@ -67,11 +70,11 @@ def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
             "targets": seqio.Feature(vocabulary, add_eos=True, required=True)}
 
 
-def examples_to_dataset(examples: Sequence[Mapping[str, str]]) -> tf.data.Dataset:
-    columns = {key: [str(e[key]) for e in examples] for key in EXAMPLE_KEYS}
+def examples_to_dataset(examples: Sequence[Mapping[str, str]], keys: Sequence[str] = EXAMPLE_KEYS) -> tf.data.Dataset:
+    """String examples as a tf.data dataset with one string feature per key."""
     if not examples:
-        return tf.data.Dataset.from_tensor_slices({k: tf.constant([], tf.string) for k in EXAMPLE_KEYS})
-    return tf.data.Dataset.from_tensor_slices(columns)
+        return tf.data.Dataset.from_tensor_slices({k: tf.constant([], tf.string) for k in keys})
+    return tf.data.Dataset.from_tensor_slices({key: [str(e[key]) for e in examples] for key in keys})
 
 
 def drop_overlong(dataset: tf.data.Dataset, sequence_length: Mapping[str, int] | None,
@@ -92,22 +95,32 @@ def drop_overlong(dataset: tf.data.Dataset, sequence_length: Mapping[str, int] |
     return dataset.filter(fits)
 
 
+def log_dropped(name: str, split: str, kind: str, dropped: int) -> None:
+    if dropped:
+        logging.warning("task %s/%s: %d examples dropped: longer than the %s budget even with no "
+                        "exemplars", name, split, dropped, kind)
+
+
+TOKENIZE = (seqio.preprocessors.tokenize, drop_overlong, seqio.preprocessors.append_eos_after_trim)
+
+
 def register(info: TaskInfo, vocabulary: seqio.Vocabulary) -> seqio.Task:
     """Adds a task to the catalog and to seqio.TaskRegistry (replacing one of the same name)."""
 
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
         del shuffle_files, seed  # examples are materialised in order; the Task shuffles
-        rendered = info.render(split, lambda text: len(vocabulary.encode(text)))
-        if rendered.dropped:
-            logging.warning("task %s/%s: %d examples dropped: longer than the %s budget even with no "
-                            "exemplars", info.name, split, rendered.dropped, info.kind)
+        count = (lambda text: len(vocabulary.encode(text))) if info.fitted else None
+        rendered = info.render(split, count)
+        log_dropped(info.name, split, info.kind, rendered.dropped)
         return examples_to_dataset(rendered.examples)
 
+    return register_source(info, seqio.FunctionDataSource(dataset_fn, splits=info.splits), TOKENIZE, vocabulary)
+
+
+def register_source(info: TaskInfo, source: seqio.DataSource, preprocessors: Sequence[Callable],
+                    vocabulary: seqio.Vocabulary) -> seqio.Task:
+    """Adds a task with its own SeqIO source and preprocessors to the catalog and the registry."""
     CATALOG[info.name] = info
     seqio.TaskRegistry.remove(info.name)
-    return seqio.TaskRegistry.add(
-        info.name,
-        source=seqio.FunctionDataSource(dataset_fn, splits=info.splits),
-        preprocessors=[seqio.preprocessors.tokenize, drop_overlong, seqio.preprocessors.append_eos_after_trim],
-        output_features=output_features(vocabulary),
-    )
+    return seqio.TaskRegistry.add(info.name, source=source, preprocessors=list(preprocessors),
+                                  output_features=output_features(vocabulary))

@@ -32,7 +32,7 @@ DEFAULT_FEATURE_LENGTHS: dict[str, dict[str, int]] = {
 }
 
 
-class ConfigError(ValueError):
+class TaskConfigError(ValueError):
     """A data directory, tokenizer or length that is missing or unusable; the message says the fix."""
 
 
@@ -43,12 +43,12 @@ def data_dir(path: str | None = None) -> pathlib.Path:
     if path is None:
         path, source = os.environ.get(DATA_DIR_ENV), f"${DATA_DIR_ENV}"
     if not path:
-        raise ConfigError(
+        raise TaskConfigError(
             f"no data directory: bind tasks.data_dir.path in gin (--gin.tasks.data_dir.path=\"DIR\") "
             f"or set the environment variable {DATA_DIR_ENV}")
     resolved = pathlib.Path(path).expanduser()
     if not resolved.is_dir():
-        raise ConfigError(f"data directory {resolved} (from {source}) does not exist or is not a directory")
+        raise TaskConfigError(f"data directory {resolved} (from {source}) does not exist or is not a directory")
     return resolved
 
 
@@ -58,7 +58,7 @@ def tokenizer_path(path: str | None = None) -> str:
     if path is None:
         path = os.environ.get(TOKENIZER_ENV)
     if not path:
-        raise ConfigError(
+        raise TaskConfigError(
             f"no tokenizer: bind tasks.tokenizer.path in gin (--gin.tasks.tokenizer.path=\"DIR\") "
             f"or set the environment variable {TOKENIZER_ENV}")
     return str(path)
@@ -69,8 +69,8 @@ def feature_lengths(kind: str, lengths: Mapping[str, Mapping[str, int]] | None =
     """The {"inputs", "targets"} token budget of a task kind."""
     table = {**DEFAULT_FEATURE_LENGTHS, **(lengths or {})}
     if kind not in table:
-        raise ConfigError(f"no feature lengths for task kind {kind!r}; known kinds: {sorted(table)}")
+        raise TaskConfigError(f"no feature lengths for task kind {kind!r}; known kinds: {sorted(table)}")
     out = dict(table[kind])
     if set(out) != {"inputs", "targets"} or any(int(v) <= 0 for v in out.values()):
-        raise ConfigError(f"feature lengths for {kind!r} must be positive 'inputs' and 'targets', got {out}")
+        raise TaskConfigError(f"feature lengths for {kind!r} must be positive 'inputs' and 'targets', got {out}")
     return out

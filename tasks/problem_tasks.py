@@ -19,9 +19,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import gin
 import seqio
+import tensorflow as tf
 
 from tasks import config, prompts, records, splits
-from tasks.catalog import Rendered, TaskInfo, register
+from mmst_jax.records import TRANSLATION_SOURCE_FIELDS, as_string_dataset, from_string_features
+from tasks.catalog import (EXAMPLE_KEYS, TOKENIZE, Rendered, TaskInfo, examples_to_dataset, log_dropped, register,
+                           register_source)
 from tasks.exemplars import exemplars_for
 from tasks.readers import Problem
 
@@ -86,8 +89,27 @@ def render_translations(source_records: Iterable[dict], direction: str, count_to
             dropped += 1
             continue
         examples.append({"inputs": prompt, "targets": gold, "problem_id": str(r.get("problem_id", "")),
-                         "dataset": r["dataset"], "method": dst, "gold": gold})
+                         "dataset": r["dataset"], "method": dst, "gold": gold,
+                         "source_sample_index": str(r.get("sample_index", 0))})
     return Rendered(examples, dropped)
+
+
+TRANSLATION_KEYS = (*EXAMPLE_KEYS, "source_sample_index")
+
+
+def translation_preprocessor(direction: str) -> Callable:
+    """The SeqIO preprocessor that renders translation prompts from a source of verified records
+    (features `mmst_jax.records.TRANSLATION_SOURCE_FIELDS`), fitted with the task's tokenizer."""
+
+    def render(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
+        vocabulary = output_features["inputs"].vocabulary
+        source = [from_string_features(ex) for ex in dataset.as_numpy_iterator()]
+        rendered = render_translations(source, direction, lambda text: len(vocabulary.encode(text)),
+                                       config.feature_lengths("translation"))
+        log_dropped(f"mmst_translate_{direction}", "train", "translation", rendered.dropped)
+        return examples_to_dataset(rendered.examples, TRANSLATION_KEYS)
+
+    return render
 
 
 @gin.configurable("translation_sources", module="tasks")
@@ -95,7 +117,7 @@ def translation_sources(method: str, files: Mapping[str, Sequence[str]] | None =
     """The verified-record files (globs) whose `method` solutions the translation tasks rewrite."""
     files = files or {}
     if not files.get(method):
-        raise config.ConfigError(
+        raise config.TaskConfigError(
             f"no verified {method} records to translate: bind tasks.translation_sources.files = "
             f"{{'{method}': ['RUN_DIR/round_000/verified/{method}/part-*.jsonl']}}")
     return records.expand(files[method])
@@ -106,6 +128,14 @@ def _problem_renderer(dataset: str, method: str):
         problems = splits.cached_splits(config.data_dir()).get(dataset, split)
         return render_problems(problems, method, count_tokens, config.feature_lengths("few_shot"))
     return render
+
+
+def _translation_source(direction: str) -> seqio.DataSource:
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+        del split, shuffle_files, seed
+        source = records.read_records(translation_sources(direction.split("_to_")[0])).records
+        return as_string_dataset(source, TRANSLATION_SOURCE_FIELDS)
+    return seqio.FunctionDataSource(dataset_fn, splits=("train",))
 
 
 def _translation_renderer(direction: str):
@@ -133,7 +163,8 @@ def register_problem_tasks(vocabulary: seqio.Vocabulary) -> list[str]:
                         f"few-shot {direction.replace('_', ' ')} rewrites of verified records named by "
                         f"tasks.translation_sources.files; targets: gold answer",
                         ("train",), _translation_renderer(direction))
-        register(info, vocabulary)
+        register_source(info, _translation_source(direction), (translation_preprocessor(direction), *TOKENIZE),
+                        vocabulary)
         names.append(info.name)
     return names
 

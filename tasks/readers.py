@@ -1,7 +1,7 @@
 """Readers for the public datasets in their published formats.
 
 Each reader takes the data directory and returns `Problem`s with a canonical gold answer (see
-tasks.answers). A record that cannot be read raises `DataError` naming the file and the line (or
+tasks.answers). A record that cannot be read raises `DatasetError` naming the file and the line (or
 the record's index, for files that are one JSON document); with `skip_bad=True` such records are
 skipped instead and listed in the returned `ReadResult.skipped`.
 
@@ -28,7 +28,7 @@ from tasks import answers
 MAWPS_SUBSETS = ("addsub", "multiarith", "singleeq", "singleop")
 
 
-class DataError(ValueError):
+class DatasetError(ValueError):
     """A dataset file that is missing or holds a record that cannot be read."""
 
 
@@ -62,7 +62,7 @@ class ReadResult:
 def _require_file(data_dir: pathlib.Path, relative: str) -> pathlib.Path:
     path = pathlib.Path(data_dir) / relative
     if not path.is_file():
-        raise DataError(f"dataset file {relative} not found in data directory {data_dir} "
+        raise DatasetError(f"dataset file {relative} not found in data directory {data_dir} "
                         f"(expected the published layout: see tasks/readers.py)")
     return path
 
@@ -84,7 +84,7 @@ def _load_json(path: pathlib.Path) -> Any:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
+        raise DatasetError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
 
 
 def _collect(records: Iterator[tuple[int, Any, str | None]], path: pathlib.Path,
@@ -99,7 +99,7 @@ def _collect(records: Iterator[tuple[int, Any, str | None]], path: pathlib.Path,
             except (KeyError, TypeError, AttributeError, IndexError, answers.AnswerError) as e:
                 error = f"unexpected record ({type(e).__name__}: {e})"
         if not skip_bad:
-            raise DataError(f"{path}:{number}: {error}; pass skip_bad=True to skip and count such records")
+            raise DatasetError(f"{path}:{number}: {error}; pass skip_bad=True to skip and count such records")
         skipped.append(BadRecord(str(path), number, error))
     return ReadResult(problems, skipped)
 
@@ -142,7 +142,7 @@ def read_svamp(data_dir: pathlib.Path, skip_bad: bool = False) -> ReadResult:
     path = _require_file(data_dir, "svamp/SVAMP.json")
     items = _load_json(path)
     if not isinstance(items, list):
-        raise DataError(f"{path}:1: expected a JSON list of problems, got {type(items).__name__}")
+        raise DatasetError(f"{path}:1: expected a JSON list of problems, got {type(items).__name__}")
 
     def make(number: int, obj: Any) -> Problem:
         body, question = _text(obj["Body"], "Body"), _text(obj["Question"], "Question")
@@ -201,7 +201,7 @@ def read_strategyqa(data_dir: pathlib.Path, skip_bad: bool = False) -> ReadResul
     path = _require_file(data_dir, "strategyqa/task.json")
     task = _load_json(path)
     if not isinstance(task, dict) or not isinstance(task.get("examples"), list):
-        raise DataError(f"{path}:1: expected a BIG-bench task with a list of 'examples'")
+        raise DatasetError(f"{path}:1: expected a BIG-bench task with a list of 'examples'")
 
     def make(number: int, obj: Any) -> Problem:
         scores = obj["target_scores"]

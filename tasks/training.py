@@ -53,7 +53,7 @@ def training_files(method: str, files: Mapping[str, Sequence[str]] | None = None
     """The record files (globs) of a method's training task."""
     files = files or {}
     if not files.get(method):
-        raise config.ConfigError(
+        raise config.TaskConfigError(
             f"no training records for {method}: bind tasks.training_files.files = "
             f"{{'{method}': ['RUN_DIR/round_000/train/{method}/part-*.jsonl']}}")
     return records.expand(files[method])
@@ -64,14 +64,14 @@ def mixture_rates(rates: Mapping[str, float] | None = None) -> dict[str, float]:
     rates = dict(DEFAULT_RATES if rates is None else rates)
     for name, rate in rates.items():
         if not isinstance(rate, (int, float)) or rate < 0:
-            raise config.ConfigError(f"mixture rate of {name!r} must be a number >= 0, got {rate!r}")
+            raise config.TaskConfigError(f"mixture rate of {name!r} must be a number >= 0, got {rate!r}")
     return rates
 
 
 def _gin_rate(task: seqio.Task) -> float:
     rates = mixture_rates()
     if task.name not in rates:
-        raise config.ConfigError(f"tasks.mixture_rates.rates has no rate for {task.name!r}: {rates}")
+        raise config.TaskConfigError(f"tasks.mixture_rates.rates has no rate for {task.name!r}: {rates}")
     return float(rates[task.name])
 
 
@@ -88,7 +88,7 @@ def register_training_task(name: str, files: Sequence[str] | Callable[[], Sequen
     """A task over record files; `files` may be a function, called each time the task loads."""
     files_fn = files if callable(files) else (lambda: records.expand(files))
     info = TaskInfo(name, "training", "training records (prompt -> completion) from JSONL files",
-                    ("train",), _renderer(files_fn))
+                    ("train",), _renderer(files_fn), fitted=False)
     return register(info, vocabulary)
 
 
@@ -103,7 +103,7 @@ def _default_files(method: str) -> list[str]:
     """A default task's files; none needed when the gin rates leave the task out (rate 0)."""
     try:
         return training_files(method)
-    except config.ConfigError:
+    except config.TaskConfigError:
         if mixture_rates().get(f"mmst_train_{method}") == 0:
             return []
         raise
@@ -115,7 +115,7 @@ def register_mixtures_from_gin(mixtures: Mapping[str, Mapping[str, float]] | Non
     for name, rates in (mixtures or {}).items():
         for task_name in rates:
             if task_name not in seqio.TaskRegistry.names():
-                raise config.ConfigError(f"mixture {name!r} names unknown task {task_name!r}")
+                raise config.TaskConfigError(f"mixture {name!r} names unknown task {task_name!r}")
         register_training_mixture(name, mixture_rates(rates))
     return list(mixtures or {})
 

@@ -11,7 +11,7 @@ import torch
 
 from bloom_reference import left_padded_batch, random_hf_bloom
 from mmst_jax.sampling import decode
-from mmst_jax.models.bloom import (BloomConfig, BloomForCausalLM, ConfigError, alibi_slopes,
+from mmst_jax.models.bloom import (BloomConfig, BloomForCausalLM, BloomConfigError, alibi_slopes,
                                    init_params, token_positions)
 from mmst_jax.models.hf import load_bloom, save_bloom
 
@@ -170,12 +170,12 @@ def test_from_hf_accepts_both_spellings_and_reads_special_ids():
 
 
 def test_config_errors_name_the_problem():
-    with pytest.raises(ConfigError, match="model_type='gpt2'"):
+    with pytest.raises(BloomConfigError, match="model_type='gpt2'"):
         BloomConfig.from_hf({"model_type": "gpt2", "n_embd": 64})
-    with pytest.raises(ConfigError, match="not divisible by n_head"):
+    with pytest.raises(BloomConfigError, match="not divisible by n_head"):
         BloomConfig(hidden_size=60, n_head=8)
-    with pytest.raises(ConfigError, match="unknown BLOOM preset"):
+    with pytest.raises(BloomConfigError, match="unknown BLOOM preset"):
         BloomConfig.preset("bloom-9000b")
-    with pytest.raises(ConfigError, match="remat_policy"):
+    with pytest.raises(BloomConfigError, match="remat_policy"):
         BloomConfig(remat_policy="sometimes")
     assert math.isclose(alibi_slopes(8)[0], 0.5)

@@ -48,7 +48,7 @@ def test_shared_prefix_greedy_matches_transformers(model6):
     prompts = [prefix + rs.randint(4, 320, size=n).tolist() for n in (6, 1, 11)]
     ref = hf_greedy(hf_model, prompts, 24)
     sampler = decode.Sampler(config, params, decode.SamplingConfig(max_new_tokens=24), eos_id=EOS,
-                               pad_id=PAD, length_bucket=4)
+                             pad_id=PAD, length_bucket=4)
     ours = sampler.sample(prompts, num_samples=2, seed=0)
     assert sampler.shared_tokens == 20  # the common 21 tokens, rounded down to the bucket of 4
     for row, ref_row in zip(ours, ref):
@@ -96,7 +96,7 @@ def test_stop_strings_end_rows_where_the_text_first_contains_them(model_with_tok
     assert all(stops)
     stop = decode.StopStrings(stops, decode.token_bytes(vocab))
     sampler = decode.Sampler(config, params, decode.SamplingConfig(max_new_tokens=24), eos_id=EOS,
-                               pad_id=PAD, stop=stop, length_bucket=4)
+                             pad_id=PAD, stop=stop, length_bucket=4)
     ours = sampler.sample(prompts, num_samples=1, seed=0)
     stopped = 0
     for row, ref_row in zip(ours, ref):
@@ -117,15 +117,15 @@ def test_the_loop_ends_when_every_row_has_stopped():
     ids, mask = decode.left_pad([[5, 6, 7], [8, 9]], PAD)
     sampling = decode.SamplingConfig(max_new_tokens=40)
     tokens, lengths, steps = decode.decode(params, ids, mask, jax.random.key(0), config=config,
-                                             sampling=sampling, eos_id=None, pad_id=PAD)
+                                           sampling=sampling, eos_id=None, pad_id=PAD)
     assert int(steps) == 40 and lengths.tolist() == [40, 40]
     # Make each row's greedy token its EOS: every row stops at once and the loop runs no step.
     first = tokens[:, 0].tolist()
     stop_table = np.zeros((2, 64), np.int32)
     stop_table[:, first] = 1  # state 1 (the last) = matched
     tokens, lengths, steps = decode.decode(params, ids, mask, jax.random.key(0), config=config,
-                                             sampling=sampling, eos_id=None, pad_id=PAD,
-                                             stop_table=jnp.asarray(stop_table))
+                                           sampling=sampling, eos_id=None, pad_id=PAD,
+                                           stop_table=jnp.asarray(stop_table))
     assert int(steps) == 1 and lengths.tolist() == [1, 1]
     assert (np.asarray(tokens)[:, 1:] == PAD).all()
 
@@ -163,7 +163,7 @@ def test_bad_input_gives_clear_errors():
     config = BloomConfig.preset("tiny", vocab_size=64)
     params = init_params(config, jax.random.key(0))
     sampler = decode.Sampler(config, params, decode.SamplingConfig(max_new_tokens=8), eos_id=EOS,
-                               pad_id=PAD, max_cache_length=16)
+                             pad_id=PAD, max_cache_length=16)
     with pytest.raises(decode.SamplingError, match="needs 17 cache slots but the cache holds 16"):
         sampler.sample([[5] * 9], num_samples=1, seed=0)
     assert len(sampler.sample([[5] * 8], num_samples=1, seed=0)[0][0]) <= 8  # exactly fits

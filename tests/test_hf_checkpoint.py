@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from bloom_reference import random_hf_bloom
-from mmst_jax.models.bloom import BloomConfig, ConfigError
-from mmst_jax.models.hf import CheckpointError, load_bloom, our_shapes, save_bloom
+from mmst_jax.models.bloom import BloomConfig, BloomConfigError
+from mmst_jax.models.hf import HFCheckpointError, load_bloom, our_shapes, save_bloom
 
 
 def run_python(code: str, **env) -> str:
@@ -134,7 +134,7 @@ def test_missing_shard_is_named(small_checkpoint):
     index = json.loads((small_checkpoint / "model.safetensors.index.json").read_text())
     victim = sorted(set(index["weight_map"].values()))[1]
     os.remove(small_checkpoint / victim)
-    with pytest.raises(CheckpointError, match=f"{victim}.*download the missing"):
+    with pytest.raises(HFCheckpointError, match=f"{victim}.*download the missing"):
         load_bloom(small_checkpoint)
 
 
@@ -142,7 +142,7 @@ def test_shapes_contradicting_config_json_are_named(small_checkpoint):
     config = json.loads((small_checkpoint / "config.json").read_text())
     config["vocab_size"] = 100
     (small_checkpoint / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"word_embeddings.weight.*\(64, 16\).*\(100, 16\).*config.json"):
+    with pytest.raises(HFCheckpointError, match=r"word_embeddings.weight.*\(64, 16\).*\(100, 16\).*config.json"):
         load_bloom(small_checkpoint)
 
 
@@ -150,19 +150,19 @@ def test_layer_count_contradicting_config_json_is_named(small_checkpoint):
     config = json.loads((small_checkpoint / "config.json").read_text())
     config["n_layer"] = 3
     (small_checkpoint / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"lacks .* tensor\(s\).*n_layer=3"):
+    with pytest.raises(HFCheckpointError, match=r"lacks .* tensor\(s\).*n_layer=3"):
         load_bloom(small_checkpoint)
 
 
 def test_non_bloom_config_is_refused(small_checkpoint):
     (small_checkpoint / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 16}))
-    with pytest.raises(ConfigError, match=r"config.json describes model_type='llama'"):
+    with pytest.raises(BloomConfigError, match=r"config.json describes model_type='llama'"):
         load_bloom(small_checkpoint)
 
 
 def test_directory_without_weights_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(BloomConfig().to_hf()))
-    with pytest.raises(CheckpointError, match="neither model.safetensors nor"):
+    with pytest.raises(HFCheckpointError, match="neither model.safetensors nor"):
         load_bloom(tmp_path)
-    with pytest.raises(CheckpointError, match="is not a directory"):
+    with pytest.raises(HFCheckpointError, match="is not a directory"):
         load_bloom(tmp_path / "nowhere")

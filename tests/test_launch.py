@@ -325,11 +325,11 @@ def test_run_gives_every_worker_the_same_command_with_gin_quoting_intact(tmp_pat
 def test_run_settings_from_the_environment(tmp_path, env):
     home, worker_env = fake_worker(tmp_path, env)
     ok(run("run.sh", "--", "convert", "--to", "orbax", env=env, extra={
-        **worker_env, "MMST_FOREGROUND": "1", "MMST_GIN_FILES": "topologies/v4-512.gin  topologies/rules.gin",
+        **worker_env, "MMST_FOREGROUND": "1", "MMST_GIN_FILES": "topologies/v4-512.gin  models/bloom-176b.gin",
         "MMST_GIN_BINDINGS": "\n".join(b[len("--gin."):] for b in TRICKY_BINDINGS)}))
     [mmst] = mmst_calls(worker_env)
     assert mmst["argv"] == ["convert", "--to", "orbax", "--gin_file=topologies/v4-512.gin",
-                            "--gin_file=topologies/rules.gin",
+                            "--gin_file=models/bloom-176b.gin",
                             "--gin.partitioning.initialize_distributed.auto=True", *TRICKY_BINDINGS]
 
 

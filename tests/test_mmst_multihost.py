@@ -1,6 +1,6 @@
 """`mmst run` on two hosts: two real processes joined by jax.distributed on localhost (CPU
 collectives), one mesh over both processes' devices, one shared run directory, one round of the
-micro configuration (gin_configs/smoke_micro.gin) — the multi-host path of a TPU pod slice.
+micro configuration (gin_configs/runs/smoke_micro.gin) — the multi-host path of a TPU pod slice.
 
 Each host samples and verifies its shard of the prompts (prompt i goes to host i % 2) and writes its
 own part files; one process on the same mesh, from the same checkpoint, samples exactly the union."""
@@ -18,7 +18,7 @@ import time
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MICRO = "gin_configs/smoke_micro.gin"
+MICRO = "gin_configs/runs/smoke_micro.gin"
 HOSTS, DEVICES_PER_HOST = 2, 2
 # A 2x1x2 (data, fsdp, tensor) mesh over 2 processes x 2 CPU devices each.
 FLAGS = ["--gin.mmst.run.distributed=True", "--gin.mmst.run.use_mesh_config=True",

@@ -1,4 +1,4 @@
-"""`mmst run` end to end on the micro configuration (gin_configs/smoke_micro.gin): a run killed
+"""`mmst run` end to end on the micro configuration (gin_configs/runs/smoke_micro.gin): a run killed
 anywhere and started again ends as an uninterrupted one; a different config, damaged files and a
 crashing verifier are handled."""
 
@@ -13,7 +13,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MICRO = "gin_configs/smoke_micro.gin"
+MICRO = "gin_configs/runs/smoke_micro.gin"
 
 
 def _command() -> list[str]:

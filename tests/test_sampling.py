@@ -1,4 +1,4 @@
-"""Sampling distributions, determinism over meshes, and the `mmst sample` command."""
+"""Sampling distributions, determinism over meshes, and the `mmst sample` job."""
 
 import json
 import os
@@ -16,8 +16,8 @@ from transformers.generation.logits_process import (TemperatureLogitsWarper, Top
                                                     TopPLogitsWarper)
 
 from mmst_jax.sampling import decode
-from mmst_jax.cli import sample as sample_command
 from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_params
+from mmst_jax.sampling.job import sample
 from mmst_jax.sampling.stop_strings import StopStringError
 
 PAD = 3
@@ -87,12 +87,12 @@ MESH_SCRIPT = textwrap.dedent("""
     rs = np.random.RandomState(0)
     prefix = rs.randint(4, 128, size=16).tolist()
     prompts = [prefix + rs.randint(4, 128, size=n).tolist() for n in (3, 9, 1)]
-    sampling = decoding.SamplingConfig(temperature=1.0, top_k=40, top_p=0.9, max_new_tokens=12)
+    sampling = decode.SamplingConfig(temperature=1.0, top_k=40, top_p=0.9, max_new_tokens=12)
     results = {}
     for shape in [None, (8, 1, 1), (2, 2, 2), (1, 2, 4)]:
         mesh = None if shape is None else make_mesh(shape, jax.devices()[:8])
-        sampler = decoding.Sampler(config, params, sampling, eos_id=None, pad_id=3, mesh=mesh,
-                                   length_bucket=8)
+        sampler = decode.Sampler(config, params, sampling, eos_id=None, pad_id=3, mesh=mesh,
+                                 length_bucket=8)
         results[str(shape)] = sampler.sample(prompts, num_samples=2, seed=7)
         assert sampler.shared_tokens == 16
     mesh = make_mesh((2, 2, 2), jax.devices()[:8])
@@ -126,8 +126,8 @@ def test_sample_command_writes_records_with_k_samples_and_stop_strings(tmp_path)
         for i, q in enumerate(["1 + 6?", "7 + 2?", "4 + 4?"]):
             f.write(json.dumps({"prompt": few_shot + f"Question: {q}\nSolution:", "problem_id": f"p{i}",
                                 "dataset": "toy", "method": "text", "gold": "7"}) + "\n")
-    path = sample_command.sample(str(prompts), str(tmp_path / "out"), num_samples=3, max_new_tokens=16,
-                                 stop_strings=("\n\n", "Question"), temperature=1.0, batch_size=4, seed=5)
+    path = sample(str(prompts), str(tmp_path / "out"), num_samples=3, max_new_tokens=16,
+                  stop_strings=("\n\n", "Question"), temperature=1.0, batch_size=4, seed=5)
     assert os.path.basename(path) == "part-00000-of-00001.jsonl"
     records = [json.loads(line) for line in open(path)]
     assert [(r["problem_id"], r["sample_index"]) for r in records] == [
@@ -143,13 +143,13 @@ def test_sample_command_rejects_bad_requests(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     with pytest.raises(ValueError, match="holds no prompts"):
-        sample_command.sample(str(empty), str(tmp_path / "out"))
+        sample(str(empty), str(tmp_path / "out"))
     with pytest.raises(ValueError, match="num_samples must be >= 1"):
-        sample_command.sample(None, str(tmp_path / "out"), num_samples=0)
+        sample(None, str(tmp_path / "out"), num_samples=0)
     with pytest.raises(StopStringError, match="can never be detected"):
-        sample_command.sample(None, str(tmp_path / "out"), stop_strings=("",))
+        sample(None, str(tmp_path / "out"), stop_strings=("",))
     with pytest.raises(decode.SamplingError, match="cache"):
-        sample_command.sample(None, str(tmp_path / "out"), max_cache_length=20)
+        sample(None, str(tmp_path / "out"), max_cache_length=20)
 
 
 def test_sample_command_reads_a_seqio_task(tmp_path, bpe_tokenizer_dir):
@@ -171,8 +171,8 @@ def test_sample_command_reads_a_seqio_task(tmp_path, bpe_tokenizer_dir):
         preprocessors=[seqio.preprocessors.tokenize],
         output_features={"inputs": seqio.Feature(vocab, add_eos=False),
                          "targets": seqio.Feature(vocab, add_eos=True)})
-    path = sample_command.sample(None, str(tmp_path), task=name, num_samples=2, max_new_tokens=4,
-                                 tokenizer=str(bpe_tokenizer_dir), model_preset="tiny")
+    path = sample(None, str(tmp_path), task=name, num_samples=2, max_new_tokens=4,
+                  tokenizer=str(bpe_tokenizer_dir), model_preset="tiny")
     records = [json.loads(line) for line in open(path)]
     assert [(r["problem_id"], r["sample_index"], r["method"], r["gold"]) for r in records] == [
         ("a", 0, "code", "5"), ("a", 1, "code", "5"), ("b", 0, "code", "20"), ("b", 1, "code", "20")]

@@ -79,15 +79,15 @@ def test_choice_and_yes_no_forms():
 
 def test_missing_data_directory_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv(config.DATA_DIR_ENV, str(tmp_path / "nowhere"))
-    with pytest.raises(config.ConfigError, match="nowhere.*does not exist"):
+    with pytest.raises(config.TaskConfigError, match="nowhere.*does not exist"):
         config.data_dir()
     monkeypatch.delenv(config.DATA_DIR_ENV)
-    with pytest.raises(config.ConfigError, match="MMST_DATA_DIR"):
+    with pytest.raises(config.TaskConfigError, match="MMST_DATA_DIR"):
         config.data_dir()
 
 
 def test_missing_dataset_file_names_the_file_and_directory(tmp_path):
-    with pytest.raises(readers.DataError, match="gsm8k/test.jsonl not found in data directory"):
+    with pytest.raises(readers.DatasetError, match="gsm8k/test.jsonl not found in data directory"):
         readers.read_gsm8k(tmp_path, "test")
 
 
@@ -100,7 +100,7 @@ def _copy_with_line_replaced(data_dir, tmp_path, relative, line_number, new_line
 
 def test_malformed_jsonl_line_names_file_and_line_or_is_skipped_and_counted(data_dir, tmp_path):
     _copy_with_line_replaced(data_dir, tmp_path, "gsm8k/test.jsonl", 7, '{"question": "broken"')
-    with pytest.raises(readers.DataError, match=r"gsm8k/test\.jsonl:7: not valid JSON"):
+    with pytest.raises(readers.DatasetError, match=r"gsm8k/test\.jsonl:7: not valid JSON"):
         readers.read_gsm8k(tmp_path, "test")
     result = readers.read_gsm8k(tmp_path, "test", skip_bad=True)
     assert len(result.problems) == 1318
@@ -109,7 +109,7 @@ def test_malformed_jsonl_line_names_file_and_line_or_is_skipped_and_counted(data
 
 def test_record_without_a_usable_gold_is_reported_with_its_line(data_dir, tmp_path):
     _copy_with_line_replaced(data_dir, tmp_path, "asdiv/asdiv.jsonl", 3, json.dumps({"input": "x?", "target": "n/a"}))
-    with pytest.raises(readers.DataError, match=r"asdiv\.jsonl:3: unexpected record .*not a number"):
+    with pytest.raises(readers.DatasetError, match=r"asdiv\.jsonl:3: unexpected record .*not a number"):
         readers.read_asdiv(tmp_path)
     assert len(readers.read_asdiv(tmp_path, skip_bad=True).skipped) == 1
 
@@ -119,7 +119,7 @@ def test_bad_record_in_one_document_json_names_its_index(data_dir, tmp_path):
     items = json.loads((data_dir / "svamp" / "SVAMP.json").read_text())
     del items[4]["Answer"]
     (tmp_path / "svamp" / "SVAMP.json").write_text(json.dumps(items))
-    with pytest.raises(readers.DataError, match=r"SVAMP\.json:5: unexpected record \(KeyError"):
+    with pytest.raises(readers.DatasetError, match=r"SVAMP\.json:5: unexpected record \(KeyError"):
         readers.read_svamp(tmp_path)
     result = readers.read_svamp(tmp_path, skip_bad=True)
     assert len(result.problems) == 999 and result.skipped[0].line == 5
@@ -129,7 +129,7 @@ def test_truncated_json_document_names_the_line(data_dir, tmp_path):
     (tmp_path / "strategyqa").mkdir()
     text = (data_dir / "strategyqa" / "task.json").read_text()
     (tmp_path / "strategyqa" / "task.json").write_text(text[: len(text) // 2])
-    with pytest.raises(readers.DataError, match=r"task\.json:\d+: not valid JSON"):
+    with pytest.raises(readers.DatasetError, match=r"task\.json:\d+: not valid JSON"):
         readers.read_strategyqa(tmp_path)
 
 

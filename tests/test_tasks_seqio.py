@@ -134,14 +134,14 @@ def test_gin_registered_mixtures_and_rate_errors(tmp_path, clean_gin):
     mix = seqio.get_mixture_or_task("smoke_mix")
     assert mix.get_rate(seqio.get_mixture_or_task("synthetic_bootstrap")) == 3.0
     gin.bind_parameter("tasks.mixtures.mixtures", {"bad": {"no_such_task": 1.0}})
-    with pytest.raises(config.ConfigError, match="unknown task 'no_such_task'"):
+    with pytest.raises(config.TaskConfigError, match="unknown task 'no_such_task'"):
         training.register_mixtures_from_gin()
-    with pytest.raises(config.ConfigError, match="number >= 0"):
+    with pytest.raises(config.TaskConfigError, match="number >= 0"):
         training.mixture_rates({"mmst_train_text": -1})
 
 
 def test_training_task_without_files_says_which_binding_to_set(clean_gin):
-    with pytest.raises(config.ConfigError, match="tasks.training_files.files"):
+    with pytest.raises(config.TaskConfigError, match="tasks.training_files.files"):
         get_task_info("mmst_train_code").render("train", None)
 
 
@@ -182,7 +182,7 @@ def test_translation_task_rewrites_verified_records_of_the_source_method(tmp_pat
 
 def test_deferred_vocabulary_needs_a_configured_tokenizer(monkeypatch, clean_gin):
     monkeypatch.delenv(config.TOKENIZER_ENV)
-    with pytest.raises(config.ConfigError, match="tasks.tokenizer.path"):
+    with pytest.raises(config.TaskConfigError, match="tasks.tokenizer.path"):
         DeferredVocabulary().encode("hello")
 
 

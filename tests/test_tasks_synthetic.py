@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from mmst_jax.records import write_jsonl
 from tasks import answers, config, prompts, records
 from tasks.synthetic import corpus, world
 from tasks.synthetic.families import FAMILY_FUNCTIONS
@@ -134,7 +135,7 @@ def test_default_coverage_gives_each_method_its_own_families(small_world):
 def test_corpus_records_are_training_records_in_the_task_prompt_format(small_world, tmp_path):
     records_ = corpus.build_bootstrap_corpus(small_world["test"][:60])
     path = tmp_path / "bootstrap.jsonl"
-    assert corpus.write_jsonl(records_, path) == len(records_)
+    assert write_jsonl(path, records_) == len(records_)
     read = records.read_records([str(path)]).records
     assert read == records_
     by_id = {p.id: p for p in small_world["test"]}

@@ -139,13 +139,13 @@ def test_bf16_params_keep_a_bf16_optimizer_state():
 def test_empty_or_malformed_data_is_a_clear_error():
     empty = toy_dataset([])
     tc = training.TrainConfig(num_steps=2, batch_size=2, progress_bar=False)
-    with pytest.raises(training.DataError, match="ran out after 0 batches"):
+    with pytest.raises(training.TrainingDataError, match="ran out after 0 batches"):
         training.train(TINY, None, training.seqio_dataset(empty, LENGTHS, 2), tc, one_device_mesh(), None)
-    with pytest.raises(training.DataError, match="'inputs' and 'targets'"):
+    with pytest.raises(training.TrainingDataError, match="'inputs' and 'targets'"):
         training.seqio_dataset(tf.data.Dataset.from_tensor_slices({"text": [[1, 2]]}), LENGTHS, 2)
-    with pytest.raises(training.DataError, match="SeqIO task/mixture name or a tf.data.Dataset"):
+    with pytest.raises(training.TrainingDataError, match="SeqIO task/mixture name or a tf.data.Dataset"):
         training.seqio_dataset([{"inputs": [1], "targets": [2]}], LENGTHS, 2)
-    with pytest.raises(training.DataError, match="no_such_task"):
+    with pytest.raises(training.TrainingDataError, match="no_such_task"):
         training.seqio_dataset("no_such_task", LENGTHS, 2)
 
 

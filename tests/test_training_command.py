@@ -8,6 +8,7 @@ import pytest
 
 from mmst_jax import cli
 from mmst_jax.cli import train as train_command
+from mmst_jax.training.data import read_examples
 
 SMALL = ["train.model_preset='tiny'", "TrainConfig.num_steps=4", "TrainConfig.warmup_steps=1",
          "TrainConfig.batch_size=4", "TrainConfig.checkpoint_every=2",
@@ -41,17 +42,17 @@ def test_a_jsonl_data_file_is_read_and_checked(clean_gin, tmp_path):
     good = tmp_path / "train.jsonl"
     good.write_text("".join(json.dumps({"inputs": f"Q: {i} + 1?\nA:", "targets": f" {i + 1}"}) + "\n"
                             for i in range(20)))
-    assert len(train_command.read_examples(str(good))) == 20
+    assert len(read_examples(str(good))) == 20
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"inputs": "x", "targets": "y"}) + "\n" + json.dumps({"inputs": "x"}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:2: each line must be an object with string 'inputs' and 'targets'"):
-        train_command.read_examples(str(bad))
+        read_examples(str(bad))
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     with pytest.raises(ValueError, match="holds no examples"):
-        train_command.read_examples(str(empty))
+        read_examples(str(empty))
     with pytest.raises(FileNotFoundError, match="missing.jsonl: no such file"):
-        train_command.read_examples(str(tmp_path / "missing.jsonl"))
+        read_examples(str(tmp_path / "missing.jsonl"))
 
 
 def test_the_largest_models_gin_file_parses_to_bf16_params(clean_gin):

@@ -1,11 +1,17 @@
 """The `mmst` command: `mmst SUBCOMMAND [--gin_file=F ...] [--gin.NAME=VALUE ...] [flags]`.
 
-Gin is parsed here, at the edge, and nowhere else. Each subcommand lives in its own module as a
-`main(argv) -> int` that receives the arguments left over once the gin flags are taken out; the
-modules are imported only when their subcommand runs, so `mmst verify` never imports JAX.
+Gin is parsed here, at the edge, and nowhere else. Each subcommand lives in its own module of
+this package as a `main(argv) -> int` that receives the arguments left over once the gin flags are
+taken out; the modules are imported only when their subcommand runs, so `mmst verify` never
+imports JAX. Gin registrations live in `configurables.py`.
 
-Gin files are looked up as given, then relative to the project's `gin_configs/` directory, so
-`--gin_file=smoke.gin` and `--gin_file=gin_configs/smoke.gin` both work from the project root.
+Subcommands that read SeqIO tasks first import the module that registers them, as t5x does:
+`MIXTURE_OR_TASK_MODULE` (`--gin.MIXTURE_OR_TASK_MODULE="'my_tasks'"`, default `tasks`), before the
+gin files are parsed, so they can bind its configurables (`tasks.data_dir.path`, ...).
+
+Gin files are looked up as given, then under the project's `gin_configs/` and `gin_configs/runs/`,
+so `--gin_file=smoke.gin`, `--gin_file=runs/smoke.gin` and `--gin_file=gin_configs/runs/smoke.gin`
+all work from the project root.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from typing import Sequence
 
 GIN_CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin_configs"
 
+DEFAULT_TASK_MODULE = "tasks"
+# Subcommands that read SeqIO tasks (and so import the task module before parsing gin).
+TASK_SUBCOMMANDS = ("run", "eval", "sample", "train", "tasks")
 # subcommand -> (module, one-line help). Each module defines `main(argv: Sequence[str]) -> int`.
 SUBCOMMANDS = {
     "run": ("mmst_jax.cli.run", "run or resume MMST rounds: sample, verify, translate, build, fine-tune, evaluate"),
@@ -73,7 +82,7 @@ def split_gin_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str
 
 def resolve_gin_file(name: str) -> str:
     """Finds a gin file as given or under gin_configs/; raises UsageError naming where it looked."""
-    candidates = [pathlib.Path(name), GIN_CONFIG_DIR / name]
+    candidates = [pathlib.Path(name), GIN_CONFIG_DIR / name, GIN_CONFIG_DIR / "runs" / name]
     if name.startswith("gin_configs/"):
         candidates.append(GIN_CONFIG_DIR / name[len("gin_configs/"):])
     for path in candidates:
@@ -81,7 +90,7 @@ def resolve_gin_file(name: str) -> str:
             return str(path)
     looked = ", ".join(str(p) for p in candidates)
     raise UsageError(f"gin file {name!r} not found (looked at {looked}); "
-                     f"pass an existing file, e.g. --gin_file=gin_configs/smoke.gin")
+                     f"pass an existing file, e.g. --gin_file=smoke.gin (gin_configs/runs/smoke.gin)")
 
 
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
@@ -89,11 +98,26 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
     import gin
 
     gin.add_config_file_search_path(str(GIN_CONFIG_DIR))
+    gin.add_config_file_search_path(str(GIN_CONFIG_DIR / "runs"))
     paths = [resolve_gin_file(f) for f in gin_files]
     try:
         gin.parse_config_files_and_bindings(paths, bindings, finalize_config=False)
     except (ValueError, SyntaxError, KeyError, ImportError) as e:
         raise UsageError(f"bad gin configuration ({', '.join(gin_files + list(bindings)) or 'no flags'}): {e}") from e
+
+
+def import_task_module(bindings: Sequence[str]) -> None:
+    """Imports the module that registers the SeqIO tasks: MIXTURE_OR_TASK_MODULE if a binding
+    names it, else the project's `tasks`."""
+    name = DEFAULT_TASK_MODULE
+    for binding in bindings:
+        key, _, value = binding.partition("=")
+        if key.strip() == "MIXTURE_OR_TASK_MODULE":
+            name = value.strip().strip("'\"")
+    try:
+        importlib.import_module(name)
+    except ImportError as e:
+        raise UsageError(f"cannot import the task module {name!r} (MIXTURE_OR_TASK_MODULE): {e}") from e
 
 
 def usage() -> str:
@@ -115,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, _ = SUBCOMMANDS[name]
     try:
         gin_files, bindings, rest = split_gin_flags(rest)
+        if name in TASK_SUBCOMMANDS:
+            import_task_module(bindings)
         module = importlib.import_module(module_name)
         parse_gin(gin_files, bindings)
     except UsageError as e:

@@ -1,93 +1,92 @@
-"""Evaluation metrics from verified records of test problems.
+"""Evaluation: a round's `eval/` stage, and any model on any tasks (`mmst eval`).
 
-- accuracy per dataset and method: the share of problems whose greedy sample is correct;
-- maj@k: the share whose majority answer over k sampled solutions is correct (mmst_jax.verify.vote);
-- overlap of solved problems (greedy) between the methods: both / only text / only code / neither,
-  and the correlation of the two methods' success (the phi coefficient; negative means the methods
-  solve different problems, which is where MMST has something to carry across).
-
-`ALL` aggregates every dataset that both methods were evaluated on, when there are several.
+Test prompts are sampled greedily (accuracy) and, if `vote_samples` > 0, that many times at
+`vote_temperature` (maj@k), verified, and summarised (mmst_jax.mmst.metrics) in `summary.json`.
 """
 
 from __future__ import annotations
 
-import collections
-import math
-from typing import Iterable, Sequence
+import os
+from typing import Sequence
 
-from mmst_jax.records import METHODS
+from etils import epath
 
-ALL = "all"
-
-
-def _by_problem(records: Iterable[dict]) -> dict[tuple[str, str, str], list[dict]]:
-    out = collections.defaultdict(list)
-    for r in records:
-        out[(r["dataset"], str(r["problem_id"]), r["method"])].append(r)
-    return out
+from mmst_jax.distributed import host_info
+from mmst_jax.mmst import metrics, rundir
+from mmst_jax.mmst.stages import RunContext, seed_for, select_by_dataset
+from mmst_jax.models.orbax import load_model
+from mmst_jax.records import METHODS, part_name, read_jsonl, read_parts, write_json
+from mmst_jax.sampling.records import generate_records
+from mmst_jax.verify import files
 
 
-def _with_all(per: dict[str, dict[str, list]]) -> dict[str, dict[str, list]]:
-    both = [d for d, m in per.items() if all(x in m for x in METHODS)]
-    if len(both) > 1:
-        per[ALL] = {m: [x for d in both for x in per[d][m]] for m in METHODS}
-    return per
+def evaluate_round(ctx: RunContext, r: int) -> dict:
+    return ctx.stages.run(r, "eval", rundir.combine(ctx.stages.digest(r, "checkpoint")),
+                          lambda d: _eval(ctx, r, d), _summary)
 
 
-def accuracy(greedy: Sequence[dict], vote: Sequence[dict] = ()) -> dict[str, dict[str, dict]]:
-    """{dataset: {method: {"accuracy", "maj_at_k" (None without vote samples), "n"}}}."""
-    from mmst_jax.verify.vote import vote_records
-
-    per: dict[str, dict[str, list[bool]]] = collections.defaultdict(dict)
-    for (dataset, _, method), rs in sorted(_by_problem(greedy).items()):
-        first = min(rs, key=lambda r: r["sample_index"])
-        per[dataset].setdefault(method, []).append(bool(first.get("correct")))
-    votes: dict[str, dict[str, list[bool]]] = collections.defaultdict(dict)
-    for (dataset, _, method), v in sorted(vote_records(list(vote)).items()) if vote else ():
-        votes[dataset].setdefault(method, []).append(bool(v.correct))
-    per, votes = _with_all(dict(per)), _with_all(dict(votes))
-    out: dict[str, dict[str, dict]] = {}
-    for dataset in sorted(per):
-        out[dataset] = {}
-        for method in sorted(per[dataset]):
-            xs = per[dataset][method]
-            vs = votes.get(dataset, {}).get(method)
-            out[dataset][method] = {"accuracy": sum(xs) / len(xs) if xs else 0.0,
-                                    "maj_at_k": (sum(vs) / len(vs)) if vs else None, "n": len(xs)}
-    return out
+def eval_sets(ctx: RunContext) -> list[tuple[str, list[dict]]]:
+    """(method, test prompts) per method: `eval_problems` per dataset (0: all); the text method
+    also answers the related problems."""
+    prompts = ctx.prompts()
+    n = ctx.config.eval_problems
+    sets = []
+    for method in METHODS:
+        chosen = select_by_dataset(prompts.test[method], n)
+        if method == "text" and prompts.related:
+            chosen += select_by_dataset(prompts.related, n)
+        sets.append((method, chosen))
+    return sets
 
 
-def phi(pairs: Sequence[tuple[bool, bool]]) -> float | None:
-    """The phi coefficient (Pearson correlation of two 0/1 variables); None when one is constant."""
-    n = len(pairs)
-    if not n:
-        return None
-    a = sum(1 for x, y in pairs if x and y)
-    b = sum(1 for x, y in pairs if x and not y)
-    c = sum(1 for x, y in pairs if not x and y)
-    d = n - a - b - c
-    denominator = math.sqrt((a + b) * (c + d) * (a + c) * (b + d))
-    return None if denominator == 0 else (a * d - b * c) / denominator
+def _eval(ctx: RunContext, r: int, d: epath.Path) -> None:
+    from mmst_jax.mmst.rounds import sample_settings, verify_dir
+
+    g = ctx.config.generation
+    model = ctx.model(r)
+    for method, prompts in eval_sets(ctx):
+        kinds = [("greedy", 0.0, 1)] + ([("vote", g.vote_temperature, g.vote_samples)] if g.vote_samples else [])
+        for kind, temperature, k in kinds:
+            name = f"{kind}_{method}"
+            generate_records(prompts, d / "samples" / name, model, temperature=temperature, num_samples=k,
+                                      seed=seed_for(g.seed, r, f"eval/{name}"), round_index=r,
+                                      desc=f"round {r} eval {kind} {method}", **sample_settings(ctx))
+            verify_dir(ctx, d / "samples" / name, d / "verified" / name, f"round {r} eval verifying {name}")
 
 
-def overlap(greedy: Sequence[dict]) -> dict[str, dict]:
-    """{dataset: {"both", "only_text", "only_code", "neither", "n", "correlation"}} over problems
-    evaluated by both methods (greedy)."""
-    solved: dict[str, dict[str, dict[str, bool]]] = collections.defaultdict(lambda: collections.defaultdict(dict))
-    for (dataset, pid, method), rs in _by_problem(greedy).items():
-        solved[dataset][pid][method] = bool(min(rs, key=lambda r: r["sample_index"]).get("correct"))
-    pairs_per: dict[str, list[tuple[bool, bool]]] = {}
-    for dataset, problems in solved.items():
-        pairs = [(p["text"], p["code"]) for _, p in sorted(problems.items()) if all(m in p for m in METHODS)]
-        if pairs:
-            pairs_per[dataset] = pairs
-    if len(pairs_per) > 1:
-        pairs_per[ALL] = [x for d in sorted(pairs_per) for x in pairs_per[d]]
-    out = {}
-    for dataset, pairs in sorted(pairs_per.items()):
-        out[dataset] = {"both": sum(1 for t, c in pairs if t and c),
-                        "only_text": sum(1 for t, c in pairs if t and not c),
-                        "only_code": sum(1 for t, c in pairs if c and not t),
-                        "neither": sum(1 for t, c in pairs if not t and not c),
-                        "n": len(pairs), "correlation": phi(pairs)}
-    return out
+def _summary(d: epath.Path) -> dict:
+    greedy, vote = [], []
+    for method in METHODS:
+        greedy += read_parts(d / "verified" / f"greedy_{method}")
+        if (d / "verified" / f"vote_{method}").exists():
+            vote += read_parts(d / "verified" / f"vote_{method}")
+    summary = {"eval": metrics.accuracy(greedy, vote), "overlap": metrics.overlap(greedy),
+               "lost": sum(1 for x in greedy + vote if x.get("lost"))}
+    write_json(d / "summary.json", summary)
+    return summary
+
+
+def evaluate_model(model_dir: str, tokenizer: str, prompt_sets: Sequence[tuple[str, list[dict]]], output: str, *,
+                   limit: int = 0, vote_samples: int = 0, vote_temperature: float = 0.8, max_new_tokens: int = 256,
+                   batch_size: int = 32, seed: int = 0, progress: bool = True) -> dict:
+    """Samples, verifies and summarises a model directory on named prompt sets (a task's test
+    prompts each); returns {"eval": ..., "overlap": ...}, also written to OUTPUT/summary.json."""
+    out = epath.Path(output)
+    model = load_model(model_dir, tokenizer)
+    part = part_name(*host_info())
+    greedy, vote = [], []
+    for name, prompts in prompt_sets:
+        kept = select_by_dataset(prompts, limit, grouped=False)
+        kinds = [("greedy", 0.0, 1)] + ([("vote", vote_temperature, vote_samples)] if vote_samples else [])
+        for kind, temperature, k in kinds:
+            samples = out / "samples" / f"{kind}_{name}"
+            generate_records(kept, samples, model, temperature=temperature, num_samples=k, seed=seed,
+                                      round_index=0, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                      progress=progress, desc=f"eval {kind} {name}")
+            verified = files.verify_part(samples / part, out / "verified" / f"{kind}_{name}" / part,
+                                         progress=progress)
+            (greedy if kind == "greedy" else vote).extend(read_jsonl(verified))
+    summary = {"model": os.fspath(model_dir), "tasks": [name for name, _ in prompt_sets],
+               "eval": metrics.accuracy(greedy, vote), "overlap": metrics.overlap(greedy)}
+    write_json(out / "summary.json", summary)
+    return summary

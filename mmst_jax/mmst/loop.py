@@ -1,6 +1,6 @@
 """The MMST loop: round 0 (the base model), then rounds 1..N, the report after each.
 
-    run_mmst(run_dir, config, problems, base, finetune, bootstrap=..., config_text=...)
+    run_mmst(run_dir, config, tasks, base, finetune, config_text=..., mesh=..., rules=...)
 
 Starting it again with the same configuration resumes: finished stages are skipped (their markers
 are checked), unfinished ones are resumed from the files they finished, damaged ones are redone.
@@ -11,26 +11,35 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Sequence
+from typing import Any
 
-from mmst_jax.mmst import report, rundir, stages
-from mmst_jax.sampling import generate
-from mmst_jax.mmst.config import RunConfig
 from mmst_jax.distributed import barrier, host_info
+from mmst_jax.mmst import base as base_lib
+from mmst_jax.mmst import finetune as finetune_lib
+from mmst_jax.mmst import report, rounds, rundir
+from mmst_jax.mmst.config import RunConfig
+from mmst_jax.mmst.problems import TaskNames
+from mmst_jax.mmst.stages import Base, RunContext, Stages
 
 log = logging.getLogger(__name__)
 
 
-def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, problems: stages.Problems, base: stages.Base,
-             finetune: Any, *, bootstrap: Sequence[dict] | None = None, config_text: str = "",
-             allow_config_change: bool = False, mesh=None, rules=None, title: str = "MMST run",
-             reuse_base_from: str | None = None) -> dict:
+def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, tasks: TaskNames, base: Base, finetune: Any, *,
+             config_text: str = "", allow_config_change: bool = False, mesh=None, rules=None,
+             title: str = "MMST run", reuse_base_from: str | None = None) -> dict:
     """Runs (or resumes) every round and returns report/metrics.json's contents.
 
-    `reuse_base_from`: another run directory whose round 0 (the base model and its evaluation) is
-    copied in before this run starts, if this run has none yet (an ablation next to its main run).
-    Its markers still decide: a base trained from other data or settings is found stale and redone.
+    `tasks` names the SeqIO tasks of the run's problems, translations and bootstrap corpus;
+    `finetune` is the TrainConfig of every round. Without a mesh the model lives on one device
+    (on several hosts: every device, data parallel). `reuse_base_from`: another run directory
+    whose round 0 (the base model and its evaluation) is copied in before this run starts, if this
+    run has none yet (an ablation next to its main run). Its markers still decide: a base trained
+    from other data or settings is found stale and redone.
     """
+    import jax
+
+    from mmst_jax.sharding import DEFAULT_RULES, MeshConfig, make_mesh
+
     run_dir = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
     host, _ = host_info()
     if host == 0:
@@ -38,15 +47,18 @@ def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, problems: stages.P
         if reuse_base_from:
             _copy_base(rundir.RunDir(reuse_base_from), run_dir)
     barrier("mmst:config")
-    runner = stages.Runner(run_dir, config, problems, base, finetune, bootstrap=bootstrap, mesh=mesh, rules=rules)
+    if mesh is None:
+        mesh = make_mesh((1, 1, 1), jax.devices()[:1]) if jax.process_count() == 1 else MeshConfig().make_mesh()
+    ctx = RunContext(run_dir=run_dir, config=config, tasks=tasks, base=base, finetune=finetune, mesh=mesh,
+                     rules=tuple(rules or DEFAULT_RULES), stages=Stages(run_dir))
     metrics = {}
     for r in range(config.rounds + 1):
         if r == 0:
-            runner.base_round()
+            base_lib.base_round(ctx)
         else:
-            runner.round(r)
+            rounds.run_round(ctx, r)
         if host == 0:
-            stages.remove_work(run_dir, r)
+            finetune_lib.remove_work(run_dir, r)
             metrics = report.write_report(run_dir, config.mode.mode, title)
             _log_round(metrics)
         barrier(f"mmst:round{r}")

@@ -48,7 +48,7 @@ class ModeConfig:
             raise ValueError(f"max_per_problem must be >= 1, got {self.max_per_problem}")
 
 
-def _dedup(records: Sequence[dict], max_per_problem: int) -> list[dict]:
+def distinct_correct(records: Sequence[dict], max_per_problem: int) -> list[dict]:
     """Correct records, distinct completions, at most max_per_problem per problem, in input order."""
     seen: set[tuple[str, str]] = set()
     per_problem: dict[str, int] = {}
@@ -69,7 +69,7 @@ def own_examples(verified: Sequence[dict], method: str, max_per_problem: int) ->
     """A method's own verified samples as training records."""
     rows = sorted((r for r in verified if r["method"] == method),
                   key=lambda r: (str(r["dataset"]), str(r["problem_id"]), r["sample_index"]))
-    return [_train_record(r, r["prompt"], "self") for r in _dedup(rows, max_per_problem)]
+    return [_train_record(r, r["prompt"], "self") for r in distinct_correct(rows, max_per_problem)]
 
 
 def cross_examples(translated: Sequence[dict], method: str, max_per_problem: int) -> list[dict]:
@@ -78,7 +78,7 @@ def cross_examples(translated: Sequence[dict], method: str, max_per_problem: int
     rows = sorted((r for r in translated if r["method"] == method),
                   key=lambda r: (str(r["dataset"]), str(r["problem_id"]), r.get("source_sample_index", 0),
                                  r["sample_index"]))
-    return [_train_record(r, r["train_prompt"], "translation") for r in _dedup(rows, max_per_problem)]
+    return [_train_record(r, r["train_prompt"], "translation") for r in distinct_correct(rows, max_per_problem)]
 
 
 def _train_record(r: dict, prompt: str, source: str) -> dict:

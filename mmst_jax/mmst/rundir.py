@@ -43,6 +43,12 @@ class ConfigMismatchError(RunDirError):
     """The run directory holds a run of another configuration."""
 
 
+def tokenizer_path(run_dir: "RunDir | epath.PathLike") -> epath.Path:
+    """The run's tokenizer: round 0's, used by every round (and by the tasks, to fit prompts)."""
+    path = run_dir.path if isinstance(run_dir, RunDir) else epath.Path(run_dir)
+    return path / "round_000" / "checkpoint" / "tokenizer.json"
+
+
 def model_path(checkpoint_dir: epath.PathLike) -> str:
     """Where a checkpoint stage's model lives: `model/` (orbax) or the directory `model.json` names
     (an HF checkpoint the run starts from, or the previous round's model when a round trained on

@@ -47,7 +47,7 @@ REMAT_POLICIES = {
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
-class ConfigError(ValueError):
+class BloomConfigError(ValueError):
     """A model configuration that cannot describe a BLOOM; the message says what to fix."""
 
 
@@ -99,15 +99,15 @@ class BloomConfig:
         for name in ("vocab_size", "hidden_size", "n_layer", "n_head"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"BloomConfig.{name} must be a positive integer, got {value!r}")
+                raise BloomConfigError(f"BloomConfig.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.n_head:
-            raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by n_head {self.n_head}: "
+            raise BloomConfigError(f"hidden_size {self.hidden_size} is not divisible by n_head {self.n_head}: "
                               "every head must have the same width")
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in DTYPES:
-                raise ConfigError(f"BloomConfig.{name}={getattr(self, name)!r}; choose one of {sorted(DTYPES)}")
+                raise BloomConfigError(f"BloomConfig.{name}={getattr(self, name)!r}; choose one of {sorted(DTYPES)}")
         if self.remat_policy not in REMAT_POLICIES:
-            raise ConfigError(f"remat_policy={self.remat_policy!r}; choose one of {sorted(REMAT_POLICIES)}")
+            raise BloomConfigError(f"remat_policy={self.remat_policy!r}; choose one of {sorted(REMAT_POLICIES)}")
 
     @property
     def head_dim(self) -> int:
@@ -130,7 +130,7 @@ class BloomConfig:
     def preset(cls, name: str, **overrides) -> "BloomConfig":
         """A published BLOOM (`bloom-560m` … `bloom-176b`) or `tiny`; keyword overrides win."""
         if name not in _PRESETS:
-            raise ConfigError(f"unknown BLOOM preset {name!r}; choose one of {sorted(_PRESETS)}")
+            raise BloomConfigError(f"unknown BLOOM preset {name!r}; choose one of {sorted(_PRESETS)}")
         return cls(**{**_PRESETS[name], **overrides})
 
     @classmethod
@@ -149,15 +149,15 @@ class BloomConfig:
                 path = os.path.join(path, "config.json")
             source = path
             if not os.path.exists(path):
-                raise ConfigError(f"{path} does not exist: an HF BLOOM directory must hold config.json")
+                raise BloomConfigError(f"{path} does not exist: an HF BLOOM directory must hold config.json")
             try:
                 with open(path) as f:
                     raw = json.load(f)
             except json.JSONDecodeError as e:
-                raise ConfigError(f"{path} is not valid JSON ({e}); restore the model's config.json") from e
+                raise BloomConfigError(f"{path} is not valid JSON ({e}); restore the model's config.json") from e
         model_type = raw.get("model_type")
         if model_type != "bloom":
-            raise ConfigError(f"{source} describes model_type={model_type!r}, not 'bloom': "
+            raise BloomConfigError(f"{source} describes model_type={model_type!r}, not 'bloom': "
                               "point at a BLOOM checkpoint's config.json")
         fields = {}
         for key, value in raw.items():
@@ -167,12 +167,12 @@ class BloomConfig:
             if isinstance(value, list):  # e.g. eos_token_id may be a list in newer configs
                 value = value[0] if value else None
             if name in fields and fields[name] != value:
-                raise ConfigError(f"{source} gives {name} twice with different values "
+                raise BloomConfigError(f"{source} gives {name} twice with different values "
                                   f"({fields[name]} and {value} under {key!r}); keep one")
             fields[name] = value
         missing = [k for k in ("hidden_size", "n_layer", "n_head", "vocab_size") if k not in fields]
         if missing:
-            raise ConfigError(f"{source} lacks {missing}: not a complete BLOOM config.json")
+            raise BloomConfigError(f"{source} lacks {missing}: not a complete BLOOM config.json")
         return cls(**{**fields, **overrides})
 
     def to_hf(self) -> dict[str, Any]:
@@ -465,16 +465,6 @@ def init_params(config: BloomConfig, rng: Array, batch: int = 1, length: int = 8
     model = BloomForCausalLM(config)
     variables = model.init(rng, jnp.ones((batch, length), jnp.int32))
     return nn.unbox(variables["params"])
-
-
-# Logical axes of every cache entry (the scanned layer axis first).
-CACHE_AXES = {
-    "cached_key": ("layers", "batch", "heads", "length", "kv"),
-    "cached_value": ("layers", "batch", "heads", "length", "kv"),
-    "prefix_key": ("layers", "heads", "length", "kv"),
-    "prefix_value": ("layers", "heads", "length", "kv"),
-    "index": (),
-}
 
 
 # Logical axes of every cache entry (the scanned layer axis first).

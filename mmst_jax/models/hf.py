@@ -30,7 +30,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from mmst_jax.models.bloom import DTYPES, BloomConfig, ConfigError
+from mmst_jax.models.bloom import DTYPES, BloomConfig, BloomConfigError
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -38,7 +38,7 @@ _SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 _LAYER = re.compile(r"^h\.(\d+)\.(.+)$")
 
 
-class CheckpointError(ValueError):
+class HFCheckpointError(ValueError):
     """An HF checkpoint that cannot be read as the BLOOM its config describes."""
 
 
@@ -166,11 +166,11 @@ class _Checkpoint:
                 with open(index_path) as f:
                     weight_map = json.load(f)["weight_map"]
             except (json.JSONDecodeError, KeyError) as e:
-                raise CheckpointError(f"{index_path} is not a safetensors index (needs a 'weight_map'): "
+                raise HFCheckpointError(f"{index_path} is not a safetensors index (needs a 'weight_map'): "
                                       f"{e}; restore it from the checkpoint's source") from e
             missing = sorted({f for f in weight_map.values() if not os.path.exists(os.path.join(path, f))})
             if missing:
-                raise CheckpointError(
+                raise HFCheckpointError(
                     f"{index_path} names {len(missing)} shard(s) that are not in {path}: "
                     f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}; download the missing "
                     "shard files into the directory (or fix the index)")
@@ -178,7 +178,7 @@ class _Checkpoint:
             with safe_open(single_path, framework="numpy") as f:
                 weight_map = {name: SINGLE_FILE for name in f.keys()}
         else:
-            raise CheckpointError(f"{path} has neither {SINGLE_FILE} nor {INDEX_FILE}: an HF BLOOM "
+            raise HFCheckpointError(f"{path} has neither {SINGLE_FILE} nor {INDEX_FILE}: an HF BLOOM "
                                   "directory needs safetensors weights (convert .bin files with "
                                   "transformers' save_pretrained(safe_serialization=True))")
         self.files: dict[str, str] = {}  # bare name -> file
@@ -193,12 +193,12 @@ class _Checkpoint:
         missing = sorted(expected - set(self.files))
         unknown = sorted(set(self.files) - expected)
         if missing:
-            raise CheckpointError(
+            raise HFCheckpointError(
                 f"{path} lacks {len(missing)} tensor(s) that config.json (n_layer={config.n_layer}) "
                 f"implies, e.g. {missing[:3]}; the weights and config.json belong to different models "
                 "or the checkpoint is incomplete")
         if unknown:
-            raise CheckpointError(
+            raise HFCheckpointError(
                 f"{path} has tensor(s) that a BLOOM with this config.json does not have, e.g. "
                 f"{unknown[:3]}; check that config.json (n_layer={config.n_layer}) matches the weights")
 
@@ -209,7 +209,7 @@ class _Checkpoint:
             tensor = f.get_tensor(self.stored_name[name])
         entry, _ = _entry(name)
         if tuple(tensor.shape) != entry.hf_shape(config):
-            raise CheckpointError(
+            raise HFCheckpointError(
                 f"{file}: tensor {self.stored_name[name]!r} has shape {tuple(tensor.shape)} but "
                 f"config.json implies {entry.hf_shape(config)}; the weights and config.json belong to "
                 "different models: use the config.json that came with these weights")
@@ -220,7 +220,7 @@ class _Checkpoint:
         with safe_open(os.path.join(self.path, self.files[name]), framework="numpy") as f:
             stored = f.get_slice(self.stored_name[name]).get_dtype()
         if stored not in _SAFETENSORS_DTYPES:
-            raise CheckpointError(f"{self.files[name]} stores weights as {stored}; BLOOM weights must be "
+            raise HFCheckpointError(f"{self.files[name]} stores weights as {stored}; BLOOM weights must be "
                                   f"one of {sorted(_SAFETENSORS_DTYPES)}")
         return np.dtype(DTYPES[_SAFETENSORS_DTYPES[stored]])
 
@@ -248,14 +248,14 @@ def load_bloom(path: str | os.PathLike, *, mesh=None, dtype: str | None = None,
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
-        raise CheckpointError(f"{path} is not a directory: load_bloom expects an HF BLOOM directory "
+        raise HFCheckpointError(f"{path} is not a directory: load_bloom expects an HF BLOOM directory "
                               "(config.json + safetensors)")
     config = BloomConfig.from_hf(path)
     ckpt = _Checkpoint(path, config)
     if dtype is None:
         dtype = ckpt.dtype().name
     if dtype not in DTYPES:
-        raise ConfigError(f"dtype={dtype!r}; choose one of {sorted(DTYPES)}")
+        raise BloomConfigError(f"dtype={dtype!r}; choose one of {sorted(DTYPES)}")
     config = dataclasses.replace(config, param_dtype=dtype)
     np_dtype = np.dtype(DTYPES[dtype])
     shapes = our_shapes(config)
@@ -332,9 +332,9 @@ def save_bloom(config: BloomConfig, params: dict[str, Any], path: str | os.PathL
         try:
             got = tuple(np.shape(_get(params, leaf)))
         except (KeyError, TypeError) as e:
-            raise CheckpointError(f"params lack {'/'.join(leaf)}: not a BLOOM parameter tree") from e
+            raise HFCheckpointError(f"params lack {'/'.join(leaf)}: not a BLOOM parameter tree") from e
         if got != shape:
-            raise CheckpointError(f"params {'/'.join(leaf)} has shape {got} but config implies {shape}")
+            raise HFCheckpointError(f"params {'/'.join(leaf)} has shape {got} but config implies {shape}")
     tmp = path.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

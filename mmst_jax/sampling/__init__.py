@@ -1,1 +1,8 @@
-"""Sampling: the KV-cached decode loop, stop strings, and sampling prompts into records."""
+"""Sampling: prompt records in, sample records out.
+
+    decode        the KV-cached decode loop and the Sampler (batches of token prompts on a mesh)
+    stop_strings  stop strings matched on bytes inside the loop
+    prompts       prompt records: a prompts JSONL, a SeqIO task, the built-in prompts
+    records       the sample record builder and the resumable, sharded sampling of the MMST loop
+    job           the `mmst sample` job: a model from settings, its prompts sampled into records
+"""

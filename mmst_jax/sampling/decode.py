@@ -32,6 +32,7 @@ import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
+from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -167,6 +168,18 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, length: int | None =
     return ids, mask
 
 
+class DecodeState(struct.PyTreeNode):
+    """The decode loop's carry, after `step` tokens of every row have been chosen."""
+
+    step: jax.Array  # []: tokens[:, :step] are chosen; the next step feeds tokens[:, step - 1]
+    cache: dict[str, jax.Array]  # the model's KV cache (`init_cache`), filled up to the last token
+    mask: jax.Array  # [batch, cache_length] int32: 1 at the slots that hold a real token
+    tokens: jax.Array  # [batch, max_new_tokens] int32: the new tokens, pad_id once a row stopped
+    stop_state: jax.Array  # [batch] int32: each row's state in the stop-string automaton
+    done: jax.Array  # [batch] bool: the rows that have stopped (EOS, a stop string)
+    lengths: jax.Array  # [batch] int32: each row's new tokens, the one it stopped on included
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
 def prefill_prefix(params, prefix_ids: jax.Array, *, config: BloomConfig) -> dict[str, jax.Array]:
     """The batch-1 cache of a shared prefix, prefix_ids [1, P], for `init_cache(prefix=...)`."""
@@ -204,7 +217,8 @@ def decode(params, prompt_ids: jax.Array, prompt_mask: jax.Array, keys: jax.Arra
     cache = init_cache(config, batch, cache_length, prefix=prefix)
     cache = nn.with_logical_constraint(cache, cache_logical_axes(cache))
 
-    def choose(logits, step, state, done):
+    def choose(logits, step, stop_state, done):
+        """(token [batch], stop_state [batch], stopped [batch]) after the step's logits."""
         step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
         token = next_token(logits[:, -1].astype(jnp.float32), step_keys, sampling)
         token = jnp.where(done, pad_id, token)
@@ -212,36 +226,35 @@ def decode(params, prompt_ids: jax.Array, prompt_mask: jax.Array, keys: jax.Arra
         if eos_id is not None:
             stopped = stopped | (token == eos_id)
         if stop_table is not None:
-            state = jnp.where(done, state, stop_table[state, token])
-            stopped = stopped | (state == stop_table.shape[0] - 1)  # the last state: matched
-        return token, state, stopped
+            stop_state = jnp.where(done, stop_state, stop_table[stop_state, token])
+            stopped = stopped | (stop_state == stop_table.shape[0] - 1)  # the last state: matched
+        return token, stop_state, stopped
 
     logits, variables = model.apply({"params": params, "cache": cache}, prompt_ids, mask, decode=True,
                                     prefill=True, last_logits_only=True, mutable=["cache"])
     no = jnp.zeros((batch,), bool)
-    token, state, done = choose(logits, 0, jnp.zeros((batch,), jnp.int32), no)
-    out = jnp.full((batch, steps), pad_id, jnp.int32).at[:, 0].set(token)
-    lengths = jnp.ones((batch,), jnp.int32)
+    token, stop_state, done = choose(logits, 0, jnp.zeros((batch,), jnp.int32), no)
+    start = DecodeState(step=jnp.asarray(1), cache=variables["cache"], mask=mask,
+                        tokens=jnp.full((batch, steps), pad_id, jnp.int32).at[:, 0].set(token),
+                        stop_state=stop_state, done=done, lengths=jnp.ones((batch,), jnp.int32))
 
-    def cond(carry):
-        step, _, _, _, _, done, _ = carry
-        return (step < steps) & ~jnp.all(done)
+    def cond(s: DecodeState):
+        return (s.step < steps) & ~jnp.all(s.done)
 
-    def body(carry):
-        step, cache, mask, out, state, done, lengths = carry
-        slot = prompt_length + step - 1  # where the last chosen token goes
-        mask = jax.lax.dynamic_update_slice_in_dim(mask, jnp.ones((batch, 1), jnp.int32), slot, axis=1)
-        last = jax.lax.dynamic_slice_in_dim(out, step - 1, 1, axis=1)  # [batch, 1]
-        logits, variables = model.apply({"params": params, "cache": cache}, last, mask,
+    def body(s: DecodeState) -> DecodeState:
+        slot = prompt_length + s.step - 1  # where the last chosen token goes
+        mask = jax.lax.dynamic_update_slice_in_dim(s.mask, jnp.ones((batch, 1), jnp.int32), slot, axis=1)
+        last = jax.lax.dynamic_slice_in_dim(s.tokens, s.step - 1, 1, axis=1)  # [batch, 1]
+        logits, variables = model.apply({"params": params, "cache": s.cache}, last, mask,
                                         decode=True, mutable=["cache"])
-        token, state, stopped = choose(logits, step, state, done)
-        out = jax.lax.dynamic_update_slice_in_dim(out, token[:, None], step, axis=1)
-        lengths = lengths + (~done).astype(jnp.int32)
-        return step + 1, variables["cache"], mask, out, state, stopped, lengths
+        token, stop_state, stopped = choose(logits, s.step, s.stop_state, s.done)
+        return DecodeState(
+            step=s.step + 1, cache=variables["cache"], mask=mask,
+            tokens=jax.lax.dynamic_update_slice_in_dim(s.tokens, token[:, None], s.step, axis=1),
+            stop_state=stop_state, done=stopped, lengths=s.lengths + (~s.done).astype(jnp.int32))
 
-    carry = (jnp.asarray(1), variables["cache"], mask, out, state, done, lengths)
-    steps_run, _, _, out, _, _, lengths = jax.lax.while_loop(cond, body, carry)
-    return out, lengths, steps_run
+    end = jax.lax.while_loop(cond, body, start)
+    return end.tokens, end.lengths, end.step
 
 
 def generate(params, prompt_ids, prompt_mask, rng, *, config: BloomConfig, sampling: SamplingConfig,

@@ -12,11 +12,8 @@ methods start with different strengths and MMST has something to carry across.
 from __future__ import annotations
 
 import collections
-import json
 import random
 from typing import Iterable, Mapping, Sequence
-
-from etils import epath
 
 from tasks import prompts
 from tasks.synthetic.world import FAMILIES, SyntheticProblem
@@ -93,17 +90,3 @@ def corpus_counts(records: Iterable[dict]) -> dict[str, dict[str, int]]:
     for r in records:
         counts[f"{r['kind']}/{r['method']}" if r["kind"] == "solve" else r["kind"]][r["family"]] += 1
     return {k: dict(v) for k, v in counts.items()}
-
-
-def write_jsonl(records: Iterable[dict], path: epath.PathLike) -> int:
-    """Writes records one JSON object a line (temporary name, then rename); returns how many."""
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    n = 0
-    with tmp.open("w") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            n += 1
-    tmp.rename(path)
-    return n

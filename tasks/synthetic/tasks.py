@@ -28,22 +28,45 @@ Counter = Callable[[str], int] | None
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_world(seed: int, n_train: int, n_test: int) -> dict[str, list[world.SyntheticProblem]]:
-    return world.world_splits(seed=seed, n_train=n_train, n_test=n_test)
+def _cached_world(seed: int, n_train: int, n_test: int, families: tuple[str, ...] | None,
+                  digits: tuple[int, int] | None, steps: tuple[int, int] | None
+                  ) -> dict[str, list[world.SyntheticProblem]]:
+    difficulty = None
+    if digits is not None or steps is not None:
+        difficulty = {}
+        for name in families or world.FAMILIES:
+            if name not in world.FAMILIES:
+                raise config.TaskConfigError(f"unknown synthetic family {name!r}; families: {sorted(world.FAMILIES)}")
+            default = world.FAMILIES[name].difficulty
+            difficulty[name] = world.Difficulty(digits=tuple(digits or default.digits),
+                                                steps=tuple(steps or default.steps))
+    return world.world_splits(seed=seed, n_train=n_train, n_test=n_test, families=families, difficulty=difficulty)
 
 
 @gin.configurable("synthetic_world", module="tasks")
-def synthetic_world(seed: int = 0, n_train: int = 2000, n_test: int = 200) -> dict[str, list[world.SyntheticProblem]]:
+def synthetic_world(seed: int = 0, n_train: int = 2000, n_test: int = 200, families=None, digits=None,
+                    steps=None) -> dict[str, list[world.SyntheticProblem]]:
     """The world's train/test problems (`n_train`, `n_test` per family, before removing train
-    questions that are also test questions)."""
-    return _cached_world(seed, n_train, n_test)
+    questions that are also test questions). `families`: a subset of the families (default all);
+    `digits`, `steps`: (low, high) ranges that replace every family's own."""
+    return _cached_world(seed, n_train, n_test, None if families is None else tuple(families),
+                         None if digits is None else tuple(digits), None if steps is None else tuple(steps))
 
 
 @gin.configurable("bootstrap", module="tasks")
 def bootstrap_corpus(coverage: Mapping[str, Mapping[str, float]] | None = None,
                      translation_coverage: Mapping[str, Mapping[str, float]] | None = None,
                      seed: int = 0) -> list[dict]:
-    return corpus.build_bootstrap_corpus(synthetic_world()["train"], coverage, translation_coverage, seed)
+    """The bootstrap corpus of the world's training problems; coverage tables are read for the
+    world's families only."""
+    problems = synthetic_world()["train"]
+    families = {p.family for p in problems}
+    if coverage is not None:
+        coverage = {m: {f: v for f, v in table.items() if f in families} for m, table in coverage.items()}
+    if translation_coverage is not None:
+        translation_coverage = {d: {f: v for f, v in table.items() if f in families}
+                                for d, table in translation_coverage.items()}
+    return corpus.build_bootstrap_corpus(problems, coverage, translation_coverage, seed)
 
 
 def _problems(split: str, family: str | None):
@@ -81,7 +104,7 @@ def register_synthetic_tasks(vocabulary: seqio.Vocabulary) -> list[str]:
 
     infos.append(TaskInfo("synthetic_bootstrap", "synthetic",
                           "synthetic bootstrap corpus (tasks.bootstrap coverage): prompt -> reference solution",
-                          ("train",), render_bootstrap))
+                          ("train",), render_bootstrap, fitted=False))
     for info in infos:
         register(info, vocabulary)
     return [info.name for info in infos]

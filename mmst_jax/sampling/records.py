@@ -1,5 +1,6 @@
-"""Resumable sampling of prompt records into sample-record files.
+"""Sample records: prompt records sampled into resumable, sharded part files.
 
+`sample_record(...)` is the one builder of a sample record (DESIGN.md) from a prompt record.
 `generate_records(...)` samples every prompt record of this host's shard (record i goes to host
 i % hosts) and writes `OUT_DIR/part-{host:05d}-of-{hosts:05d}.jsonl`. Row (i, j) — prompt i of the
 whole list, sample j — is drawn with its own key `row_keys(seed, i, j)`, so the records depend
@@ -24,7 +25,7 @@ from mmst_jax.distributed import host_info, on_every_host
 from mmst_jax.models.orbax import Model
 from mmst_jax.records import SAMPLE_FIELDS, part_name, read_jsonl, remove, write_jsonl
 
-STOP = "\n\n"
+STOP = "\n\n"  # a completion ends at the first blank line
 
 
 def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Model, *, temperature: float,
@@ -57,12 +58,12 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
         from tqdm import tqdm
 
         sampling = decode.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
-                                           max_new_tokens=max_new_tokens)
+                                         max_new_tokens=max_new_tokens)
         vocab = model.vocab
         stop = decode.StopStrings([STOP], decode.token_bytes(vocab))
         sampler = decode.Sampler(model.config, model.params, sampling, eos_id=vocab.eos_id,
-                                   pad_id=vocab.pad_id, stop=stop, mesh=mesh, rules=rules,
-                                   length_bucket=length_bucket)
+                                 pad_id=vocab.pad_id, stop=stop, mesh=mesh, rules=rules,
+                                 length_bucket=length_bucket)
         tokens: dict[int, list[int]] = {}
         with tqdm(total=len(rows), initial=done_rows, desc=desc, unit="sample", disable=not progress,
                   leave=False) as bar:
@@ -79,8 +80,8 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
                     keys = decode.row_keys(seed, [i for i, _ in rows_in], [j for _, j in rows_in])
                     for (i, j), toks in zip(batch, sampler([tokens[i] for i, _ in rows_in], keys)):
                         if i % hosts == host:
-                            out.append(_sample_record(prompts[i], j, stop.truncate(vocab.decode(toks)),
-                                                      round_index, seed))
+                            out.append(sample_record(prompts[i], j, stop.truncate(vocab.decode(toks)),
+                                                     round_index=round_index, seed=seed))
                     bar.update(len(batch))
                     faults.point("sample.batch")
                 if not part.exists():
@@ -95,9 +96,9 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
     return part
 
 
-
-
-def _sample_record(prompt: dict, sample_index: int, completion: str, round_index: int, seed: int) -> dict:
+def sample_record(prompt: dict, sample_index: int, completion: str, *, round_index: int, seed: int) -> dict:
+    """The sample record of one completion of a prompt record: the prompt record's extra fields,
+    then SAMPLE_FIELDS (the prompt record must hold problem_id, dataset, method, prompt, gold)."""
     record = {k: v for k, v in prompt.items() if k not in SAMPLE_FIELDS}
     record.update(problem_id=prompt["problem_id"], dataset=prompt["dataset"], method=prompt["method"],
                   sample_index=sample_index, round=round_index, prompt=prompt["prompt"],
@@ -106,5 +107,6 @@ def _sample_record(prompt: dict, sample_index: int, completion: str, round_index
 
 
 def token_counter(model_or_vocab) -> Callable[[str], int]:
+    """text -> its number of tokens, with a model's vocabulary (or a vocabulary)."""
     vocab = getattr(model_or_vocab, "vocab", model_or_vocab)
     return lambda text: len(vocab.encode(text))

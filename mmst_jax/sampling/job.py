@@ -1,0 +1,145 @@
+"""The sampling job behind `mmst sample`: a model from settings, its prompts sampled into records.
+
+    sample(prompts_file, output_dir, ...)   # the whole job; returns this host's part file
+    build_model(...)                        # a model directory, or a random preset with a
+                                            # tokenizer trained on the spot from the prompts
+    sample_prompts(prompts, model, sampler) # this host's sample records, batched by few-shot block
+
+Without a model directory the model is a randomly initialised preset and the tokenizer is trained
+from the prompts (a smoke test of the whole path, nothing downloaded).
+
+Each host samples its own share of the problems (problem i goes to host i % hosts) and writes
+`OUTPUT_DIR/part-{host:05d}-of-{hosts:05d}.jsonl` atomically. Problem i's sample j is drawn with
+the key fold_in(fold_in(key(seed), i), j), so the records do not depend on the number of hosts,
+the batch size or the mesh. Problems of one (dataset, method) are batched together, so their
+few-shot block is prefilled once per batch and shared by every row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any, Sequence
+
+from mmst_jax.distributed import host_info
+from mmst_jax.models.orbax import Model
+from mmst_jax.records import part_name, write_jsonl
+from mmst_jax.sampling import decode
+from mmst_jax.sampling.prompts import DEFAULT_PROMPTS, read_prompts, read_task
+from mmst_jax.sampling.records import STOP, sample_record
+from mmst_jax.sampling.stop_strings import StopStrings, token_bytes
+
+
+def build_model(prompts: Sequence[dict], *, model_dir: str | None, model_preset: str,
+                tokenizer: str | None, seed: int, tokenizer_dir: str) -> Model:
+    """The model of `model_dir` (orbax or HF; tokenizer default: its own), or a random
+    `model_preset` initialised from `seed` (tokenizer default: one trained from the prompts,
+    written to TOKENIZER_DIR/tokenizer.json, replacing an earlier run's). The Model's `path` is
+    the directory or the preset's name."""
+    import jax
+
+    from mmst_jax.models.bloom import BloomConfig, init_params
+    from mmst_jax.models.orbax import load_model_dir
+    from mmst_jax.vocab import HFTokenizerVocabulary, train_bpe_tokenizer
+
+    if model_dir:
+        config, params = load_model_dir(model_dir)
+        tokenizer = tokenizer or model_dir
+    else:
+        config = BloomConfig.preset(model_preset)
+        params = init_params(config, jax.random.key(seed))
+        if tokenizer is None:
+            tokenizer = os.path.join(tokenizer_dir, "tokenizer.json")
+            texts = [p["prompt"] for p in prompts] * 4
+            train_bpe_tokenizer(texts, vocab_size=min(config.vocab_size, 512), path=tokenizer)
+    vocab = HFTokenizerVocabulary(tokenizer)
+    vocab.check_fits_model(config.vocab_size, f"the model ({model_dir or model_preset})")
+    return Model(config, params, vocab, model_dir or model_preset)
+
+
+def _prompt_record(prompt: dict) -> dict[str, Any]:
+    """A prompt record reduced to what a sample record of `mmst sample` holds, with defaults for
+    the metadata it lacks (its other fields are not carried)."""
+    return {"problem_id": prompt["problem_id"], "dataset": prompt.get("dataset", "prompts"),
+            "method": prompt.get("method", "text"), "prompt": prompt["prompt"], "gold": prompt.get("gold")}
+
+
+def sample_prompts(prompts: Sequence[dict], model: Model, sampler: decode.Sampler, *, num_samples: int,
+                   seed: int, round_index: int, batch_size: int,
+                   stop: StopStrings | None = None) -> list[dict[str, Any]]:
+    """This host's sample records (problem i goes to host i % hosts), `num_samples` per prompt,
+    in (problem, sample) order. Rows are batched `batch_size` at a time within each (dataset,
+    method), so that a batch shares its few-shot block; completions are cut before a stop string."""
+    from tqdm import tqdm
+
+    vocab = model.vocab
+    # This host's problems, keeping their global index (it seeds their samples).
+    host, hosts = host_info()
+    mine = [(i, p) for i, p in enumerate(prompts) if i % hosts == host]
+    tokens = vocab.encode_batch([p["prompt"] for _, p in mine])
+
+    def block(n: int) -> tuple:  # the (dataset, method) of problem n, as the prompt record gives it
+        return mine[n][1].get("dataset"), mine[n][1].get("method")
+
+    rows = [(n, j) for n in sorted(range(len(mine)), key=lambda n: (*map(str, block(n)), n))
+            for j in range(num_samples)]
+    records: dict[tuple[int, int], dict[str, Any]] = {}
+    with tqdm(total=len(rows), desc=f"sampling (host {host})", unit="sample") as bar:
+        for _, group in itertools.groupby(rows, key=lambda r: block(r[0])):
+            group = list(group)
+            for start in range(0, len(group), batch_size):
+                batch = group[start:start + batch_size]
+                keys = decode.row_keys(seed, [mine[n][0] for n, _ in batch], [j for _, j in batch])
+                for (n, j), out in zip(batch, sampler([tokens[n] for n, _ in batch], keys)):
+                    text = vocab.decode(out)
+                    records[n, j] = sample_record(_prompt_record(mine[n][1]), j,
+                                                  stop.truncate(text) if stop else text,
+                                                  round_index=round_index, seed=seed)
+                bar.update(len(batch))
+    return [records[key] for key in sorted(records)]
+
+
+def sample(prompts_file: str | None = None, output_dir: str = "runs/sample", *, task: str | None = None,
+           split: str = "train", model_preset: str = "tiny", hf_checkpoint: str | None = None,
+           tokenizer: str | None = None, num_samples: int = 1, temperature: float = 0.7, top_k: int = 0,
+           top_p: float = 0.95, max_new_tokens: int = 48, stop_strings: Sequence[str] = (STOP,),
+           batch_size: int = 16, max_cache_length: int | None = None, share_prefix: bool = True,
+           mesh_shape: Sequence[int] | None = None, seed: int = 0, round_index: int = 0) -> str:
+    """Samples `num_samples` completions per prompt and writes this host's sample records;
+    returns the path of the part file.
+
+    The prompts: a prompts JSONL, or a registered SeqIO task's `split`, or DEFAULT_PROMPTS.
+    hf_checkpoint: a model directory (HF or orbax); without it a random `model_preset`.
+    batch_size counts rows (prompt x sample). mesh_shape: (data, fsdp, tensor) over this host's
+    devices (default: no mesh, one device).
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if prompts_file and task:
+        raise ValueError("give either a prompts file or a SeqIO task, not both")
+    if task:
+        prompts = read_task(task, split)
+    else:
+        prompts = read_prompts(prompts_file) if prompts_file else [dict(p) for p in DEFAULT_PROMPTS]
+    sampling = decode.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
+                                     max_new_tokens=max_new_tokens)
+    model = build_model(prompts, model_dir=hf_checkpoint, model_preset=model_preset, tokenizer=tokenizer,
+                        seed=seed, tokenizer_dir=output_dir)
+    stop = StopStrings(stop_strings, token_bytes(model.vocab)) if stop_strings else None
+    mesh = None
+    if mesh_shape is not None:
+        import jax
+
+        from mmst_jax.sharding import make_mesh
+
+        mesh = make_mesh(mesh_shape, jax.local_devices())
+    sampler = decode.Sampler(model.config, model.params, sampling, eos_id=model.vocab.eos_id,
+                             pad_id=model.vocab.pad_id, stop=stop, mesh=mesh,
+                             max_cache_length=max_cache_length, share_prefix=share_prefix)
+    records = sample_prompts(prompts, model, sampler, num_samples=num_samples, seed=seed,
+                             round_index=round_index, batch_size=batch_size, stop=stop)
+    path = os.path.join(output_dir, part_name(*host_info()))
+    write_jsonl(path, records)
+    return path
