@@ -157,15 +157,14 @@ def compile_decode(config: BloomConfig, mesh, rules, workload: Workload):
     import jax.numpy as jnp
 
     from mmst_jax import sharding
-    from mmst_jax.models.bloom import BloomForCausalLM, cache_logical_axes, init_cache
+    from mmst_jax.models import shardings
+    from mmst_jax.models.bloom import BloomForCausalLM, init_cache
 
     model = BloomForCausalLM(config)
-    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.ones((1, 1), jnp.int32)))["params"]
-    abstract_params = nn.unbox(boxed)
-    param_shardings = sharding.logical_to_sharding(
-        sharding.logical_specs(boxed), mesh, rules, shapes=abstract_params)
+    abstract_params = nn.unbox(shardings.abstract_params(config))
+    param_shardings = shardings.param_shardings(config, mesh, rules)
     cache = jax.eval_shape(lambda: init_cache(config, workload.decode_batch, workload.cache_length))
-    cache_shardings = sharding.logical_to_sharding(cache_logical_axes(cache), mesh, rules, shapes=cache)
+    cache_shardings = shardings.cache_shardings(cache, mesh, rules)
     rows = sharding.batch_sharding(mesh, rules)
     token = jax.ShapeDtypeStruct((workload.decode_batch, 1), jnp.int32, sharding=rows)
     mask = jax.ShapeDtypeStruct((workload.decode_batch, workload.cache_length), jnp.int32, sharding=rows)

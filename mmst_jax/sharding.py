@@ -154,12 +154,6 @@ def logical_specs(boxed_tree: Any) -> Any:
     return nn.get_partition_spec(boxed_tree)
 
 
-def param_logical_specs(model: nn.Module, *init_args) -> Any:
-    """The logical PartitionSpec of every parameter, from an abstract init (nothing allocated)."""
-    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *init_args))
-    return logical_specs(abstract)["params"]
-
-
 def _is_spec(x) -> bool:
     return isinstance(x, PartitionSpec)
 

@@ -1,4 +1,4 @@
-"""`mmst sample`: sample completions for prompts and write sample records (DESIGN.md).
+"""`mmst sample`: sample completions for prompts and write sample records (docs/architecture.md).
 
     mmst sample                                   # built-in default: tiny random BLOOM, built-in prompts
     mmst sample --prompts prompts.jsonl --output_dir runs/s --gin.sample.hf_checkpoint="'ckpt/'"

@@ -1,6 +1,6 @@
 """The report of a run, rebuilt from the stage markers after every round.
 
-    report/metrics.json    {"mode", "rounds": [ROUND, ...]} exactly as DESIGN.md says
+    report/metrics.json    {"mode", "rounds": [ROUND, ...]} exactly as docs/architecture.md says
     report/details.json    what metrics.json has no room for: overlap of solved problems and its
                            correlation, verifier losses, training sources, per round
     report/accuracy.png    accuracy per round per method (one panel per dataset)

@@ -273,17 +273,12 @@ def load_bloom(path: str | os.PathLike, *, mesh=None, dtype: str | None = None,
             _set(params, p, v)
         return config, params
 
-    from mmst_jax import sharding
-    from mmst_jax.models.bloom import BloomForCausalLM
-    import flax.linen as nn
     import jax
-    import jax.numpy as jnp
 
-    boxed = jax.eval_shape(lambda: BloomForCausalLM(config).init(
-        jax.random.key(0), jnp.ones((1, 1), jnp.int32)))["params"]
-    shardings = sharding.logical_to_sharding(
-        sharding.logical_specs(boxed), mesh, rules or sharding.DEFAULT_RULES,
-        shapes=nn.unbox(boxed))
+    from mmst_jax import sharding
+    from mmst_jax.models.shardings import param_shardings
+
+    shardings = param_shardings(config, mesh, rules)
     sources: dict[tuple[str, ...], list[tuple[str, int | None]]] = {}
     for name in ckpt.files:
         entry, layer = _entry(name)

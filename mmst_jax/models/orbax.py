@@ -20,6 +20,7 @@ from typing import Any
 from etils import epath
 
 from mmst_jax.models.bloom import BloomConfig
+from mmst_jax.models.shardings import param_shardings
 
 
 @dataclasses.dataclass
@@ -46,17 +47,6 @@ def read_config(path: epath.PathLike) -> BloomConfig:
     """The BloomConfig of a model directory (orbax or HF), with its stored parameter dtype."""
     raw = json.loads((_model_dir(path) / "config.json").read_text())
     return BloomConfig.from_hf(raw, param_dtype=raw.get("torch_dtype", "float32"))
-
-
-def param_shardings(config: BloomConfig, mesh, rules=None):
-    """The shardings of a model's parameters on `mesh` under the logical axis rules."""
-    import jax.numpy as jnp
-
-    from mmst_jax import sharding
-    from mmst_jax.models.bloom import BloomForCausalLM
-
-    specs = sharding.param_logical_specs(BloomForCausalLM(config), jnp.ones((1, 1), jnp.int32))
-    return sharding.logical_to_sharding(specs, mesh, rules or sharding.DEFAULT_RULES)
 
 
 def save_orbax(config: BloomConfig, params, path: epath.PathLike) -> None:

@@ -315,8 +315,9 @@ class Sampler:
             from mmst_jax import sharding
 
             self.rules = rules or sharding.DEFAULT_RULES
-            specs = sharding.param_logical_specs(BloomForCausalLM(config), jnp.ones((1, 1), jnp.int32))
-            params = sharding.place(params, sharding.logical_to_sharding(specs, mesh, self.rules))
+            from mmst_jax.models.shardings import param_shardings
+
+            params = sharding.place(params, param_shardings(config, mesh, self.rules))
             self._rows = sharding.logical_to_sharding(jax.sharding.PartitionSpec("batch"), mesh, self.rules)
             self.row_multiple = int(np.prod([mesh.shape[a] for a in self._mesh_axes(self._rows)]))
         self.params = params

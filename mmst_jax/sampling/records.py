@@ -1,6 +1,6 @@
 """Sample records: prompt records sampled into resumable, sharded part files.
 
-`sample_record(...)` is the one builder of a sample record (DESIGN.md) from a prompt record.
+`sample_record(...)` is the one builder of a sample record (docs/architecture.md) from a prompt record.
 `generate_records(...)` samples every prompt record of this host's shard (record i goes to host
 i % hosts) and writes `OUT_DIR/part-{host:05d}-of-{hosts:05d}.jsonl`. Row (i, j) — prompt i of the
 whole list, sample j — is drawn with its own key `row_keys(seed, i, j)`, so the records depend
@@ -33,7 +33,7 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
                      top_p: float = 1.0, batch_size: int = 64, chunk_rows: int = 512, length_bucket: int = 32,
                      mesh=None, rules=None, progress: bool = True, desc: str = "sampling") -> epath.Path:
     """Samples `num_samples` completions of each prompt record of this host's shard and writes
-    sample records (DESIGN.md, plus any extra fields of the prompt record); returns the part file.
+    sample records (docs/architecture.md, plus any extra fields of the prompt record); returns the part file.
     A part file already there (written atomically by an earlier run) is kept as it is. On a mesh
     spanning several hosts every host must call this at once, with the same arguments."""
     from mmst_jax.sampling import decode

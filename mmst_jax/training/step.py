@@ -29,7 +29,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_params
-from mmst_jax.sharding import DEFAULT_RULES, logical_to_sharding, param_logical_specs, place, validate_rules
+from mmst_jax.models.shardings import param_shardings
+from mmst_jax.sharding import DEFAULT_RULES, logical_to_sharding, place, validate_rules
 from mmst_jax.training.config import TrainConfig
 from mmst_jax.training.data import FEATURES
 
@@ -128,8 +129,7 @@ class TrainState(flax.struct.PyTreeNode):
 def state_shardings(config: BloomConfig, optimizer, mesh: Mesh, rules=DEFAULT_RULES) -> TrainState:
     """Shardings of the whole train state: parameters by the logical axis rules, each optimizer
     moment like its parameter, scalars (step, counts, RNG) replicated."""
-    specs = param_logical_specs(BloomForCausalLM(config), jnp.ones((1, 1), jnp.int32))
-    params = logical_to_sharding(specs, mesh, rules)
+    params = param_shardings(config, mesh, rules)
     replicated = NamedSharding(mesh, PartitionSpec())
     abstract_params = jax.eval_shape(lambda: init_params(config, jax.random.key(0), 1, 1))
     abstract_opt = jax.eval_shape(optimizer.init, abstract_params)

@@ -9,7 +9,7 @@ else is ``rejected``.
 A program can write that line itself instead of returning; it then passes back a value it could
 equally have returned, and the gold answer never enters the sandbox, so nothing is gained.
 
-Statuses (DESIGN.md): ``ok``, ``no_answer`` (``solution()`` returned None), ``error``, ``timeout``
+Statuses (docs/architecture.md): ``ok``, ``no_answer`` (``solution()`` returned None), ``error``, ``timeout``
 (wall clock or CPU time), ``memory``, ``output_limit`` (stdout+stderr over the cap), ``rejected``.
 """
 

@@ -3,7 +3,7 @@ every answer is compared with the gold outside the sandbox.
 
 Public API:
   - ``verify_records(records, sandbox=None, limits=None, on_result=None) -> list[dict]``:
-    verified records (DESIGN.md) in the input order. Code samples run in ``sandbox`` (one is made
+    verified records (docs/architecture.md) in the input order. Code samples run in ``sandbox`` (one is made
     and closed if none is given). ``on_result(index, verified)`` is called as each finishes.
   - ``verify_text(record) -> dict`` and ``verified_from_exec(record, result) -> dict``: one record.
 

@@ -1,7 +1,7 @@
 """The bootstrap corpus: what a model trained from scratch sees before any self-training.
 
 `build_bootstrap_corpus` turns synthetic training problems into training records (the sample
-record format of DESIGN.md, `prompt`/`completion`, plus `family` and `kind`): for each method and
+record format of docs/architecture.md, `prompt`/`completion`, plus `family` and `kind`): for each method and
 family a chosen fraction (`coverage`) of the problems get a record solving them with that method's
 reference solution, and for each translation direction and family a fraction get a record that
 rewrites one reference solution as the other. The defaults give each method its own families and
