@@ -33,14 +33,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(run_dir, log, *, devices: int, env_extra: dict) -> subprocess.Popen:
+def start(run_dir, log, *, devices: int, env_extra: dict, extra_flags=()) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **env_extra}
     for name in ("MMST_FAULTS", "MMST_COORDINATOR", "MMST_NUM_PROCESSES", "MMST_PROCESS_ID"):
         if name not in env_extra:
             env.pop(name, None)
     cmd = [sys.executable, "-m", "mmst_jax", "run", "--quiet", f"--gin_file={MICRO}",
-           f"--gin.RUN_DIR='{run_dir}'", *FLAGS]
+           f"--gin.RUN_DIR='{run_dir}'", *FLAGS, *extra_flags]
     with open(log, "w") as err:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
 
@@ -172,3 +172,32 @@ def test_two_hosts_run_one_round_each_sampling_and_verifying_its_shard(two_hosts
         # Host h holds exactly the records of prompts h, h + 2, ..., in order, and they are the
         # very samples one process draws: row (i, j) has its own key wherever it runs.
         assert shards(run_dir / d) == split_by_prompt(reference), d
+
+
+@pytest.mark.slow
+def test_an_error_on_one_host_ends_every_host_with_its_message(two_hosts, tmp_path):
+    """Host 0 alone checks the run directory's config and refuses a changed one; host 1 would wait
+    for it at the next barrier. Both must end within seconds, non-zero, with host 0's message."""
+    run_dir, _ = two_hosts
+    changed = tmp_path / "run"
+    shutil.copytree(run_dir, changed)
+    coordinator = f"127.0.0.1:{free_port()}"
+    logs = [tmp_path / f"host{h}.log" for h in range(HOSTS)]
+    started = time.monotonic()
+    procs = [start(changed, logs[h], devices=DEVICES_PER_HOST, extra_flags=["--gin.mmst.Generation.temperature=0.6"],
+                   env_extra={"MMST_COORDINATOR": coordinator, "MMST_NUM_PROCESSES": str(HOSTS),
+                              "MMST_PROCESS_ID": str(h)})
+             for h in range(HOSTS)]
+    try:
+        codes = [p.wait(timeout=90) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    elapsed = time.monotonic() - started
+    assert codes == [1, 1], [log.read_text()[-2000:] for log in logs]
+    for log in logs:
+        text = log.read_text()
+        assert "host 0: mmst run: error:" in text and "another configuration" in text, text[-2000:]
+    assert "another host failed" in logs[1].read_text()
+    assert elapsed < 60, f"the hosts took {elapsed:.0f}s to stop"  # start-up included; no heartbeat wait

@@ -16,7 +16,10 @@ all work from the project root.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
+import logging
 import os
 import pathlib
 import sys
@@ -93,6 +96,12 @@ def resolve_gin_file(name: str) -> str:
                      f"pass an existing file, e.g. --gin_file=smoke.gin (gin_configs/runs/smoke.gin)")
 
 
+def _not_a_missed_include(record: logging.LogRecord) -> bool:
+    # gin looks for an `include` in the Python path before its search paths, and logs an ERROR
+    # each time it is not there, even when it then finds the file.
+    return not record.getMessage().startswith("Path not found:")
+
+
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
     """Parses gin files and bindings; gin's own error is re-raised with the offending flag named."""
     import gin
@@ -100,10 +109,38 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
     gin.add_config_file_search_path(str(GIN_CONFIG_DIR))
     gin.add_config_file_search_path(str(GIN_CONFIG_DIR / "runs"))
     paths = [resolve_gin_file(f) for f in gin_files]
+    root = logging.getLogger()
+    root.addFilter(_not_a_missed_include)
     try:
         gin.parse_config_files_and_bindings(paths, bindings, finalize_config=False)
     except (ValueError, SyntaxError, KeyError, ImportError) as e:
         raise UsageError(f"bad gin configuration ({', '.join(gin_files + list(bindings)) or 'no flags'}): {e}") from e
+    finally:
+        root.removeFilter(_not_a_missed_include)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Sends file descriptor 2 to /dev/null: TensorFlow's C++ start-up lines (oneDNN, CUDA stubs)
+    are written by absl before its log is set up, where no log level reaches them."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow (SeqIO's input pipeline) without its start-up lines; an import error is
+    raised as usual."""
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    with _native_stderr_silenced():
+        import tensorflow  # noqa: F401
 
 
 def import_task_module(bindings: Sequence[str]) -> None:
@@ -140,7 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         gin_files, bindings, rest = split_gin_flags(rest)
         if name in TASK_SUBCOMMANDS:
+            import_tensorflow_quietly()
             import_task_module(bindings)
+        if name != "verify":  # every gin name a config may bind (`mmst verify` never imports JAX)
+            importlib.import_module("mmst_jax.cli.configurables")
         module = importlib.import_module(module_name)
         parse_gin(gin_files, bindings)
     except UsageError as e:
@@ -149,9 +189,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.main(rest) or 0)
     except (ValueError, FileNotFoundError) as e:
-        # Every user-facing error of the library is a ValueError subclass (ConfigError,
+        # Every user-facing error of the library is a ValueError subclass (BloomConfigError,
         # CheckpointError, VocabularyError, …) or a missing file; its message says what to do.
+        _tell_other_hosts(f"mmst {name}: error: {e}")
         if os.environ.get("MMST_DEBUG"):
             raise
         print(f"mmst {name}: error: {e}\n(set MMST_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    except Exception as e:
+        _tell_other_hosts(f"mmst {name}: {type(e).__name__}: {e}")
+        raise
+
+
+def _tell_other_hosts(message: str) -> None:
+    """On several hosts, a failure here ends every host with this message (none waits for a
+    heartbeat timeout at the next barrier); the traceback is printed first."""
+    if "jax" not in sys.modules:
+        return
+    from mmst_jax import distributed
+
+    if distributed.report_failure(message):
+        import traceback
+
+        traceback.print_exc()
+        distributed.end_process(message)
