@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn

@@ -182,3 +182,20 @@ def test_eval_command_on_a_round_checkpoint(reference, tmp_path):
     assert summary["eval"]["all"]["text"]["n"] == 6 and summary["eval"]["all"]["code"]["n"] == 6
     assert summary["overlap"]["all"]["n"] == 6
     assert (out / "verified" / "greedy_synthetic_code" / "part-00000-of-00001.jsonl").is_file()
+
+
+def test_ablation_reuses_the_main_runs_base_model(reference, tmp_path):
+    """`mmst.run.reuse_base_from`: the ablation copies round 0 (tokenizer, base model, its
+    evaluation) from the main run instead of training it again, then runs its own mode."""
+    run_dir = tmp_path / "ablation"
+    proc = mmst_run(run_dir, "--gin.mmst.ModeConfig.mode='self_training'",
+                    f"--gin.mmst.run.reuse_base_from='{reference}'")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "round 0: checkpoint" not in proc.stderr  # nothing trained for round 0
+    ours, main = results(run_dir), results(reference)
+    assert ours[1]["mode"] == "self_training"
+    assert ours[1]["rounds"][0] == main[1]["rounds"][0]
+    assert (run_dir / "round_000" / "checkpoint" / "tokenizer.json").read_bytes() == \
+        (reference / "round_000" / "checkpoint" / "tokenizer.json").read_bytes()
+    sources = {r["source"] for r in ours[0]["round_001/train/text/part-00000-of-00001.jsonl"]}
+    assert "translation" not in sources

@@ -18,7 +18,6 @@ import argparse
 from typing import Sequence
 
 from mmst_jax.cli.configurables import MeshConfig, initialize_distributed
-from mmst_jax.models.bloom import BloomConfig
 from mmst_jax.models.hf import load_bloom, save_bloom
 from mmst_jax.models.orbax import load_orbax, save_orbax
 

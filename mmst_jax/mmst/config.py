@@ -45,13 +45,16 @@ class Generation:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Verifier settings: seconds and MiB per program, lanes (None: the verifier's default), and
-    how many times a crashed verifier is restarted before the records it left are counted lost."""
+    """Verifier settings: seconds and MiB per program, lanes (None: the verifier's default), how
+    many times a crashed verifier is restarted before the records it left are counted lost, and
+    `allow_unprotected`: run model-written code even when the sandbox lacks a protection (it
+    refuses otherwise); loudly, and each record it verified says `unprotected: true`."""
 
     timeout_s: float = 2.0
     memory_mb: int = 256
     lanes: int | None = None
     restarts: int = 1
+    allow_unprotected: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from mmst_jax.mmst import report, rounds, rundir
 from mmst_jax.mmst.config import RunConfig
 from mmst_jax.mmst.problems import TaskNames
 from mmst_jax.mmst.stages import Base, RunContext, Stages
+from mmst_jax.records import remove
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ Prompts are fitted with the task's tokenizer, which `mmst run` points at the run
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Sequence
 
 from mmst_jax.records import METHODS, TRANSLATION_SOURCE_FIELDS, as_string_dataset, from_string_features
 from mmst_jax.sampling.prompts import task_prompts

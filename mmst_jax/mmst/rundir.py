@@ -26,7 +26,8 @@ from typing import Any, Mapping
 
 from etils import epath
 
-from mmst_jax.records import read_jsonl, remove, write_json, write_text
+from mmst_jax import storage
+from mmst_jax.records import read_jsonl, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +70,9 @@ def _sha256(path: epath.Path) -> str:
 
 
 def _files(directory: epath.Path) -> list[str]:
-    """Relative names of the files under a directory, except the marker and temporary files."""
-    out = []
-    for root, dirs, names in os.walk(os.fspath(directory)) if os.path.isdir(os.fspath(directory)) else []:
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            if name == MARKER or name.startswith("."):
-                continue
-            out.append(os.path.relpath(os.path.join(root, name), os.fspath(directory)))
-    if not out and directory.exists() and not os.path.isdir(os.fspath(directory)):  # gs://
-        out = sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
-                     if p.is_file() and p.name != MARKER and not p.name.startswith("."))
-    return out
+    """Relative names of the files under a directory (local or gs://), except the marker and
+    hidden (temporary or work) files and directories."""
+    return [rel for rel in storage.files_under(directory) if rel != MARKER]
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,8 +213,11 @@ class RunDir:
 
     def check_config(self, config_text: str, allow_change: bool = False) -> str:
         """Saves the configuration on a first run; on a later one, refuses a different one unless
-        `allow_change` (the old file is kept as config.gin.N). Returns "new", "same" or "changed"."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        `allow_change` (the old file is kept as config.gin.N). Returns "new", "same" or "changed".
+        A gs:// run directory's bucket must exist (StorageError otherwise, before anything is written)."""
+        storage.check_bucket(self.path)
+        if not storage.is_remote(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
         if not self.config_path.exists():
             write_text(self.config_path, config_text)
             return "new"
