@@ -6,9 +6,10 @@ adds `VERIFIED_FIELDS` (the verifier's verdict); a translation also carries `sou
 `source_sample_index` and `train_prompt`; a training record adds `source` (`self`, `translation`,
 `replay`). docs/architecture.md describes every field.
 
-Writes are atomic (a temporary name in the same directory, then a rename), so a reader never sees
-half a file, locally or on `gs://` (paths go through `etils.epath`). No JAX here: the verifier uses
-this module too.
+Writes are atomic, so a reader never sees half a file: locally a temporary name in the same
+directory, then a rename; on `gs://` one upload of the whole object, which appears only once it is
+complete (mmst_jax.storage; nothing appends to an object). No JAX here: the verifier uses this
+module too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from etils import epath
+
+from mmst_jax import storage
 
 METHODS = ("text", "code")
 DIRECTIONS = ("text_to_code", "code_to_text")
@@ -57,6 +60,7 @@ def read_jsonl(path: epath.PathLike, check: Callable[[dict], None] | None = None
     """
     path = epath.Path(path)
     if not path.exists():
+        storage.check_bucket(path)  # a missing or refused bucket says so
         raise FileNotFoundError(f"{path}: no such file")
     records = []
     with path.open("r") as f:
@@ -135,19 +139,9 @@ def expand(patterns: str | Sequence[str]) -> list[str]:
 # Writing, atomically
 # --------------------------------------------------------------------------------------------
 def write_text(path: epath.PathLike, text: str) -> None:
-    """Writes a file atomically: a temporary name in the same directory, then a rename."""
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    with tmp.open("w") as f:
-        f.write(text)
-        if hasattr(f, "flush"):
-            f.flush()
-            try:
-                os.fsync(f.fileno())
-            except (AttributeError, OSError, ValueError):
-                pass  # not a local file (gs://): the rename is the commit point there too
-    tmp.replace(path)
+    """Writes a file atomically (mmst_jax.storage.write_bytes: locally a temporary name, then a
+    rename; on gs:// one upload)."""
+    storage.write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: epath.PathLike, obj: Any) -> None:
@@ -170,14 +164,18 @@ def remove(path: epath.PathLike) -> None:
     """Removes a file or a directory tree, local or gs://; nothing there is fine."""
     import shutil
 
-    path = epath.Path(path)
-    if path.is_dir():
-        if os.path.isdir(os.fspath(path)):
-            shutil.rmtree(os.fspath(path), ignore_errors=True)
-        else:
-            path.rmtree()
-    elif path.exists():
-        path.unlink()
+    text = os.fspath(path)
+    if not storage.is_remote(text):
+        if os.path.isdir(text):
+            shutil.rmtree(text, ignore_errors=True)
+        elif os.path.lexists(text):
+            os.unlink(text)
+        return
+    fs = storage.filesystem(text)
+    with storage.naming(text):
+        found = fs.find(text)  # the object itself, or every object under the prefix
+        if found:
+            fs.rm(found)
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ import tensorflow as tf
 import tokenizers
 from etils import epath
 
+from mmst_jax import storage
+
 BLOOM_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 
 
@@ -37,10 +39,12 @@ def _read_tokenizer_json(path: epath.PathLike) -> tuple[str, str]:
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.exists():
+        storage.check_bucket(path)  # a missing or refused bucket says so
         raise VocabularyError(
             f"tokenizer file {path} does not exist: point the vocabulary at an HF tokenizer.json "
             "(or a directory holding one)")
-    return os.fspath(path), path.read_text()
+    with storage.naming(path):
+        return os.fspath(path), path.read_text()
 
 
 class HFTokenizerVocabulary(seqio.Vocabulary):
@@ -180,7 +184,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, path: epath.PathL
     """Trains a byte-level BPE tokenizer in BLOOM's format; the special tokens take ids 0, 1, …
 
     Every byte is in the initial alphabet, so any string encodes and decodes back exactly.
-    If `path` is given the tokenizer.json is written there (atomically) and also returned.
+    If `path` is given (local or gs://) the tokenizer.json is written there (atomically) and also returned.
     """
     tok = tokenizers.Tokenizer(tokenizers.models.BPE())
     tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -191,9 +195,5 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, path: epath.PathL
         initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     if path is not None:
-        path = epath.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp"
-        tmp.write_text(tok.to_str())
-        tmp.replace(path)  # atomic, and overwrites an earlier tokenizer
+        storage.write_bytes(path, tok.to_str().encode("utf-8"))  # atomic; overwrites an earlier one
     return tok

@@ -1,4 +1,5 @@
-"""Shared test fixtures: the public datasets beside the checkout and a tokenizer trained on the spot."""
+"""Shared test fixtures: the public datasets beside the checkout, a tokenizer trained on the spot, and a
+GCS emulator (tests/gcs_emulator.py) for gs:// paths."""
 
 import os
 import pathlib
@@ -6,6 +7,10 @@ import pathlib
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
+
+# gs:// goes through fsspec's gcsfs in the project (mmst_jax.storage); the same here, before any use.
+os.environ.setdefault("EPATH_USE_TF", "false")
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Tests read the public datasets from ../shared/data unless MMST_DATA_DIR names another place.
@@ -38,3 +43,48 @@ def bpe_tokenizer_dir(tmp_path_factory, data_dir) -> pathlib.Path:
     out = tmp_path_factory.mktemp("tokenizer")
     train_bpe_tokenizer(texts, vocab_size=1024, path=out / "tokenizer.json")
     return out
+
+
+class GCS:
+    """The session's GCS emulator: `bucket` exists, `gate` is the endpoint every client uses (it can
+    be told to refuse), `new_gate()` another endpoint onto the same storage (its own byte count)."""
+
+    def __init__(self, emulator, gate, bucket: str):
+        self.emulator, self.gate, self.bucket = emulator, gate, bucket
+        self.gates = [gate]
+
+    def new_gate(self):
+        from gcs_emulator import Gate
+
+        gate = Gate(self.emulator.url)
+        gate.start()
+        self.gates.append(gate)
+        return gate
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """fake-gcs-server on a free local port, started once for the session and stopped after it;
+    this process and every process it starts reach it through STORAGE_EMULATOR_HOST and
+    TENSORSTORE_GCS_HTTP_URL (a test token instead of credentials)."""
+    from gcs_emulator import Emulator, Gate
+
+    emulator = Emulator(str(tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"))
+    emulator.start()
+    gate = Gate(emulator.url)
+    gate.start()
+    saved = {k: os.environ.get(k) for k in gate.environment()}
+    os.environ.update(gate.environment())
+    emulator.create_bucket("mmst-test")
+    state = GCS(emulator, gate, "mmst-test")
+    try:
+        yield state
+    finally:
+        for g in state.gates:
+            g.stop()
+        emulator.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

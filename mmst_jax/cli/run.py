@@ -41,7 +41,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("absl", "jax", "orbax", "tensorflow"):
+    for noisy in ("absl", "jax", "orbax", "tensorflow", "fsspec", "gcsfs", "google"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     options = configurables.RunOptions()

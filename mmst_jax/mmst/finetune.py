@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from typing import Any
 
 from etils import epath
@@ -18,7 +17,7 @@ from etils import epath
 from mmst_jax import faults
 from mmst_jax.mmst import rundir
 from mmst_jax.mmst.stages import RunContext
-from mmst_jax.records import METHODS, read_parts, write_json
+from mmst_jax.records import METHODS, read_parts, remove, write_json
 
 log = logging.getLogger(__name__)
 
@@ -60,4 +59,4 @@ def remove_work(run_dir: rundir.RunDir, round_index: int) -> None:
     """Drops a finished checkpoint stage's training state (kept only while the stage runs)."""
     work = run_dir.stage(round_index, "checkpoint") / ".work"
     if work.exists() and rundir.stage_state(run_dir.stage(round_index, "checkpoint")).done:
-        shutil.rmtree(os.fspath(work), ignore_errors=True)
+        remove(work)  # local or gs://

@@ -20,7 +20,6 @@ from mmst_jax.mmst import report, rounds, rundir
 from mmst_jax.mmst.config import RunConfig
 from mmst_jax.mmst.problems import TaskNames
 from mmst_jax.mmst.stages import Base, RunContext, Stages
-from mmst_jax.records import remove
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +68,19 @@ def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, tasks: TaskNames, 
 
 
 def _copy_base(source: rundir.RunDir, target: rundir.RunDir) -> None:
-    import shutil
+    """Copies round 0's files, local or gs://, each stage's marker after its files: a copy cut
+    short leaves stages whose markers are missing or do not match, which the run redoes."""
+    from mmst_jax import storage
 
     if target.round(0).exists():
         return
     if not all(rundir.stage_state(source.stage(0, s)).done for s in ("checkpoint", "eval")):
         log.warning("%s has no finished base model to reuse; training one here", source.path)
         return
-    tmp = target.path / ".round_000.copy"
-    remove(tmp)
-    shutil.copytree(str(source.round(0)), str(tmp), ignore=shutil.ignore_patterns(".*"))
-    tmp.rename(target.round(0))
+    files = storage.files_under(source.round(0))
+    markers = [f for f in files if f.rsplit("/", 1)[-1] == rundir.MARKER]
+    for rel in [f for f in files if f not in markers] + markers:
+        storage.write_bytes(target.round(0) / rel, (source.round(0) / rel).read_bytes())
     log.info("reusing the base model of %s", source.path)
 
 

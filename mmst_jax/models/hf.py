@@ -3,8 +3,11 @@
 `load_bloom(path)` reads one `model.safetensors` or a sharded checkpoint with its
 `model.safetensors.index.json`, with the `transformer.`-prefixed names of `BloomForCausalLM` or the
 bare names of `BloomModel` (the published BLOOM-176B: 72 bf16 shards, bare names, no `lm_head`).
-It streams one tensor at a time, so host memory peaks near one shard plus the output; with a mesh
-every parameter is assembled directly into its sharded form (each host holds only its own slices).
+The directory may be local or `gs://` (no mount): the safetensors headers are read first, then each
+tensor as one read of exactly its bytes, one tensor at a time, so host memory peaks near one tensor
+plus the output. With a mesh each host reads one contiguous 1/hosts of every tensor's rows (spread
+over all devices), and the devices turn that into our layout and sharding; so each host reads about
+1/hosts of the checkpoint's bytes (BLOOM-176B on a v4-512: about 5.5 of 352 GB per host).
 
 `save_bloom(config, params, path)` writes a directory that
 `transformers.BloomForCausalLM.from_pretrained` loads.
@@ -20,16 +23,20 @@ Layouts (ours <- HF, L = layer axis stacked by nn.scan, E = hidden, H = heads, D
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
 import shutil
+import struct
+import tempfile
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from safetensors import safe_open
+from etils import epath
 from safetensors.numpy import save_file
 
+from mmst_jax import storage
 from mmst_jax.models.bloom import DTYPES, BloomConfig, BloomConfigError
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -154,33 +161,47 @@ def our_shapes(config: BloomConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
-class _Checkpoint:
-    """The tensor names of an HF directory, the file holding each, and their checks."""
+@dataclasses.dataclass(frozen=True)
+class _Stored:
+    """Where one tensor lies in its safetensors file: absolute byte offsets, dtype, shape."""
 
-    def __init__(self, path: str, config: BloomConfig):
+    file: epath.Path
+    name: str  # its name in the file
+    dtype: str  # safetensors' (F32, BF16, F16)
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+class _Checkpoint:
+    """The tensor names of an HF directory (local or gs://), the file holding each, and their
+    places in those files, from the safetensors headers (8 bytes of length, then JSON): a tensor,
+    or a range of its rows, is then one read of exactly its bytes."""
+
+    def __init__(self, path: epath.Path, config: BloomConfig):
         self.path = path
-        index_path = os.path.join(path, INDEX_FILE)
-        single_path = os.path.join(path, SINGLE_FILE)
-        if os.path.exists(index_path):
-            try:
-                with open(index_path) as f:
-                    weight_map = json.load(f)["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise HFCheckpointError(f"{index_path} is not a safetensors index (needs a 'weight_map'): "
-                                      f"{e}; restore it from the checkpoint's source") from e
-            missing = sorted({f for f in weight_map.values() if not os.path.exists(os.path.join(path, f))})
-            if missing:
-                raise HFCheckpointError(
-                    f"{index_path} names {len(missing)} shard(s) that are not in {path}: "
-                    f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}; download the missing "
-                    "shard files into the directory (or fix the index)")
-        elif os.path.exists(single_path):
-            with safe_open(single_path, framework="numpy") as f:
-                weight_map = {name: SINGLE_FILE for name in f.keys()}
-        else:
-            raise HFCheckpointError(f"{path} has neither {SINGLE_FILE} nor {INDEX_FILE}: an HF BLOOM "
-                                  "directory needs safetensors weights (convert .bin files with "
-                                  "transformers' save_pretrained(safe_serialization=True))")
+        self._headers: dict[str, dict[str, _Stored]] = {}
+        with storage.naming(path):
+            present = {p.name for p in path.iterdir()}  # one listing, not one request per shard
+            if INDEX_FILE in present:
+                index_path = path / INDEX_FILE
+                try:
+                    weight_map = json.loads(index_path.read_text())["weight_map"]
+                except (json.JSONDecodeError, KeyError) as e:
+                    raise HFCheckpointError(f"{index_path} is not a safetensors index (needs a 'weight_map'): "
+                                            f"{e}; restore it from the checkpoint's source") from e
+                missing = sorted({f for f in weight_map.values() if f not in present})
+                if missing:
+                    raise HFCheckpointError(
+                        f"{index_path} names {len(missing)} shard(s) that are not in {path}: "
+                        f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}; download the missing "
+                        "shard files into the directory (or fix the index)")
+            elif SINGLE_FILE in present:
+                weight_map = {name: SINGLE_FILE for name in self._header(SINGLE_FILE)}
+            else:
+                raise HFCheckpointError(f"{path} has neither {SINGLE_FILE} nor {INDEX_FILE}: an HF BLOOM "
+                                        "directory needs safetensors weights (convert .bin files with "
+                                        "transformers' save_pretrained(safe_serialization=True))")
         self.files: dict[str, str] = {}  # bare name -> file
         self.stored_name: dict[str, str] = {}  # bare name -> name in the file
         for name, file in weight_map.items():
@@ -202,27 +223,53 @@ class _Checkpoint:
                 f"{path} has tensor(s) that a BLOOM with this config.json does not have, e.g. "
                 f"{unknown[:3]}; check that config.json (n_layer={config.n_layer}) matches the weights")
 
-    def read(self, name: str, config: BloomConfig) -> np.ndarray:
-        """One tensor, shape-checked against config.json."""
-        file = os.path.join(self.path, self.files[name])
-        with safe_open(file, framework="numpy") as f:
-            tensor = f.get_tensor(self.stored_name[name])
+    def _header(self, file: str) -> dict[str, _Stored]:
+        """The tensors of one safetensors file, from its header (two small reads, once)."""
+        if file in self._headers:
+            return self._headers[file]
+        path = self.path / file
+        (length,) = struct.unpack("<Q", storage.read_range(path, 0, 8))
+        if length > 100 * 2**20:
+            raise HFCheckpointError(f"{path}: a safetensors header of {length} bytes; the file is damaged")
+        try:
+            header = json.loads(storage.read_range(path, 8, 8 + length))
+        except json.JSONDecodeError as e:
+            raise HFCheckpointError(f"{path}: the safetensors header is not JSON ({e}); the file is damaged") from e
+        start = 8 + length
+        self._headers[file] = {name: _Stored(path, name, t["dtype"], tuple(t["shape"]),
+                                             start + t["data_offsets"][0], start + t["data_offsets"][1])
+                               for name, t in header.items() if name != "__metadata__"}
+        return self._headers[file]
+
+    def stored(self, name: str, config: BloomConfig) -> _Stored:
+        """Where a tensor lies, shape-checked against config.json."""
+        stored = self._header(self.files[name])[self.stored_name[name]]
         entry, _ = _entry(name)
-        if tuple(tensor.shape) != entry.hf_shape(config):
+        if stored.shape != entry.hf_shape(config):
             raise HFCheckpointError(
-                f"{file}: tensor {self.stored_name[name]!r} has shape {tuple(tensor.shape)} but "
+                f"{stored.file}: tensor {stored.name!r} has shape {stored.shape} but "
                 f"config.json implies {entry.hf_shape(config)}; the weights and config.json belong to "
                 "different models: use the config.json that came with these weights")
-        return tensor
+        if stored.dtype not in _SAFETENSORS_DTYPES:
+            raise HFCheckpointError(f"{stored.file}: tensor {stored.name!r} is stored as {stored.dtype}; BLOOM "
+                                    f"weights must be one of {sorted(_SAFETENSORS_DTYPES)}")
+        return stored
+
+    def read(self, name: str, config: BloomConfig, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """One tensor, or rows [start, stop) of its first axis: one read of exactly those bytes."""
+        stored = self.stored(name, config)
+        dtype = np.dtype(DTYPES[_SAFETENSORS_DTYPES[stored.dtype]])
+        start, stop = rows or (0, stored.shape[0])
+        row_bytes = int(np.prod(stored.shape[1:], dtype=np.int64)) * dtype.itemsize
+        data = storage.read_range(stored.file, stored.begin + start * row_bytes, stored.begin + stop * row_bytes)
+        return np.frombuffer(data, dtype).reshape((stop - start,) + stored.shape[1:])
 
     def dtype(self) -> np.dtype:
-        name = "word_embeddings.weight"
-        with safe_open(os.path.join(self.path, self.files[name]), framework="numpy") as f:
-            stored = f.get_slice(self.stored_name[name]).get_dtype()
-        if stored not in _SAFETENSORS_DTYPES:
-            raise HFCheckpointError(f"{self.files[name]} stores weights as {stored}; BLOOM weights must be "
-                                  f"one of {sorted(_SAFETENSORS_DTYPES)}")
-        return np.dtype(DTYPES[_SAFETENSORS_DTYPES[stored]])
+        stored = self._header(self.files["word_embeddings.weight"])[self.stored_name["word_embeddings.weight"]]
+        if stored.dtype not in _SAFETENSORS_DTYPES:
+            raise HFCheckpointError(f"{self.files['word_embeddings.weight']} stores weights as {stored.dtype}; "
+                                    f"BLOOM weights must be one of {sorted(_SAFETENSORS_DTYPES)}")
+        return np.dtype(DTYPES[_SAFETENSORS_DTYPES[stored.dtype]])
 
     def by_file(self) -> Iterator[tuple[str, list[str]]]:
         groups: dict[str, list[str]] = {}
@@ -237,19 +284,22 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
     tree[path[-1]] = value
 
 
-def load_bloom(path: str | os.PathLike, *, mesh=None, dtype: str | None = None,
+def load_bloom(path: epath.PathLike, *, mesh=None, dtype: str | None = None,
                rules=None) -> tuple[BloomConfig, dict[str, Any]]:
-    """Reads an HF BLOOM directory; returns (config, params).
+    """Reads an HF BLOOM directory, local or gs://; returns (config, params).
 
     Without a mesh the params are host numpy arrays; with a mesh they are global jax arrays placed
-    by the logical axis rules (default: `partitioning.DEFAULT_RULES`). `dtype` ('float32',
-    'bfloat16', …) casts the weights; by default they keep the checkpoint's dtype, which the
-    returned config records as its `param_dtype`.
+    by the logical axis rules (default: `sharding.DEFAULT_RULES`), and each host reads only its
+    share of every tensor (`_read_spread`). `dtype` ('float32', 'bfloat16', …) casts the weights;
+    by default they keep the checkpoint's dtype, which the returned config records as its
+    `param_dtype`.
     """
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise HFCheckpointError(f"{path} is not a directory: load_bloom expects an HF BLOOM directory "
-                              "(config.json + safetensors)")
+    path = epath.Path(path)
+    with storage.naming(path):
+        if not path.is_dir():
+            storage.check_bucket(path)  # a missing or refused bucket says so
+            raise HFCheckpointError(f"{path} is not a directory: load_bloom expects an HF BLOOM directory "
+                                    "(config.json + safetensors)")
     config = BloomConfig.from_hf(path)
     ckpt = _Checkpoint(path, config)
     if dtype is None:
@@ -272,37 +322,78 @@ def load_bloom(path: str | os.PathLike, *, mesh=None, dtype: str | None = None,
         for p, v in out.items():
             _set(params, p, v)
         return config, params
+    return config, _load_onto_mesh(ckpt, config, mesh, rules, np_dtype)
 
+
+def _load_onto_mesh(ckpt: _Checkpoint, config: BloomConfig, mesh, rules, np_dtype) -> dict[str, Any]:
+    """Every leaf in its sharding: each HF tensor is read spread over the hosts (`_read_spread`),
+    then turned into our layout, cast and resharded on the devices (one compiled program per leaf;
+    a layer is written into its stacked leaf in place)."""
     import jax
+    import jax.numpy as jnp
 
-    from mmst_jax import sharding
     from mmst_jax.models.shardings import param_shardings
 
     shardings = param_shardings(config, mesh, rules)
+    shapes = our_shapes(config)
     sources: dict[tuple[str, ...], list[tuple[str, int | None]]] = {}
     for name in ckpt.files:
         entry, layer = _entry(name)
         sources.setdefault(entry.path, []).append((name, layer))
-    params = {}
-    for leaf, names in sources.items():
-        leaf_sharding = shardings
+    params: dict[str, Any] = {}
+    for leaf, names in sorted(sources.items()):
+        target = shardings
         for key in leaf:
-            leaf_sharding = leaf_sharding[key]
-
-        def fill(slices, names=names):
-            for name, layer in names:
-                value = _entry(name)[0].to_ours(ckpt.read(name, config), config).astype(np_dtype)
-                for index, buf in slices:
-                    if layer is None:
-                        buf[...] = value[index]
-                        continue
-                    start, stop, _ = index[0].indices(config.n_layer)
-                    if start <= layer < stop:
-                        buf[layer - start] = value[index[1:]]
-
-        _set(params, leaf, sharding.shard_from_host_slices(shapes[leaf], np_dtype, leaf_sharding, fill))
+            target = target[key]
+        entry = _entry(names[0][0])[0]
+        convert = functools.partial(lambda x, e: e.to_ours(x, config).astype(np_dtype), e=entry)
+        if names[0][1] is None:
+            (name, _), = names
+            value = jax.jit(convert, out_shardings=target)(_read_spread(ckpt, name, config, mesh))
+        else:
+            value = jax.jit(lambda: jnp.zeros(shapes[leaf], np_dtype), out_shardings=target)()
+            put = jax.jit(lambda buf, x, i: buf.at[i].set(convert(x)), donate_argnums=0, out_shardings=target)
+            for name, layer in sorted(names, key=lambda n: n[1]):
+                value = put(value, _read_spread(ckpt, name, config, mesh), layer)
+        _set(params, leaf, value)
     jax.block_until_ready(params)
-    return config, params
+    return params
+
+
+def _read_spread(ckpt: _Checkpoint, name: str, config: BloomConfig, mesh):
+    """One HF tensor as an array whose rows are spread over the mesh's devices, hosts in order: each
+    of the mesh's hosts reads one contiguous 1/hosts of the tensor's bytes (a tensor whose rows do
+    not divide is spread over the hosts, or, failing that, read whole by each)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from mmst_jax import sharding
+
+    stored = ckpt.stored(name, config)
+    rows = stored.shape[0]
+    devices = sorted(mesh.devices.flat, key=lambda d: (d.process_index, d.id))
+    hosts = len({d.process_index for d in devices})
+    read_mesh = Mesh(np.array(devices).reshape(hosts, len(devices) // hosts), ("hosts", "local"))
+    if rows % len(devices) == 0:
+        spec = PartitionSpec(("hosts", "local"))
+    elif rows % hosts == 0:
+        spec = PartitionSpec("hosts")
+    else:
+        spec = PartitionSpec()
+    dtype = np.dtype(DTYPES[_SAFETENSORS_DTYPES[stored.dtype]])
+
+    def fill(slices):
+        spans = sorted({index[0].indices(rows)[:2] for index, _ in slices})
+        start, stop = spans[0][0], spans[-1][1]
+        if sum(b - a for a, b in spans) == stop - start:  # contiguous: one read for all of them
+            block = ckpt.read(name, config, (start, stop))
+            for index, buf in slices:
+                a, b = index[0].indices(rows)[:2]
+                buf[...] = block[a - start:b - start]
+            return
+        for index, buf in slices:
+            buf[...] = ckpt.read(name, config, index[0].indices(rows)[:2])
+
+    return sharding.shard_from_host_slices(stored.shape, dtype, NamedSharding(read_mesh, spec), fill)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,8 +410,14 @@ def save_bloom(config: BloomConfig, params: dict[str, Any], path: str | os.PathL
     """Writes an HF BLOOM directory (config.json, safetensors shards and index) atomically.
 
     Tensors use BloomForCausalLM's `transformer.` names; the LM head is tied, so it is not stored.
-    `dtype` casts on the way out (default: the parameters' own dtype).
+    `dtype` casts on the way out (default: the parameters' own dtype). A gs:// `path` is written
+    locally first, then uploaded file by file.
     """
+    if storage.is_remote(path):
+        with tempfile.TemporaryDirectory() as local:
+            save_bloom(config, params, os.path.join(local, "hf"), max_shard_bytes=max_shard_bytes, dtype=dtype)
+            storage.copy_tree(os.path.join(local, "hf"), path)
+        return
     path = os.fspath(path)
     shapes = our_shapes(config)
     for leaf, shape in shapes.items():

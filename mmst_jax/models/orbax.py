@@ -19,6 +19,7 @@ from typing import Any
 
 from etils import epath
 
+from mmst_jax import storage
 from mmst_jax.models.bloom import BloomConfig
 from mmst_jax.models.shardings import param_shardings
 
@@ -45,7 +46,9 @@ def is_orbax(path: epath.PathLike) -> bool:
 
 def read_config(path: epath.PathLike) -> BloomConfig:
     """The BloomConfig of a model directory (orbax or HF), with its stored parameter dtype."""
-    raw = json.loads((_model_dir(path) / "config.json").read_text())
+    config_path = _model_dir(path) / "config.json"
+    with storage.naming(config_path):
+        raw = json.loads(config_path.read_text())
     return BloomConfig.from_hf(raw, param_dtype=raw.get("torch_dtype", "float32"))
 
 
@@ -56,13 +59,14 @@ def save_orbax(config: BloomConfig, params, path: epath.PathLike) -> None:
     import orbax.checkpoint as ocp
 
     path = _model_dir(path)
-    path.mkdir(parents=True, exist_ok=True)
+    storage.check_bucket(path)
+    if not storage.is_remote(path):
+        path.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(path / "params", params, force=True)
-    if jax.process_index() == 0:
-        tmp = path / ".config.json.tmp"
-        tmp.write_text(json.dumps(config.to_hf() | {"torch_dtype": config.param_dtype}, indent=2))
-        tmp.replace(path / "config.json")
+    if jax.process_index() == 0:  # written last: a directory with config.json is complete
+        storage.write_bytes(path / "config.json",
+                            json.dumps(config.to_hf() | {"torch_dtype": config.param_dtype}, indent=2).encode())
 
 
 def load_orbax(path: epath.PathLike, shardings=None) -> tuple[BloomConfig, Any]:
@@ -97,7 +101,7 @@ def load_model_dir(path: epath.PathLike, *, mesh=None, rules=None, dtype=None) -
     if is_orbax(path):
         shardings = None if mesh is None else param_shardings(read_config(path), mesh, rules)
         return load_orbax(path, shardings)
-    return load_bloom(os.fspath(path), mesh=mesh, rules=rules, dtype=dtype)
+    return load_bloom(path, mesh=mesh, rules=rules, dtype=dtype)
 
 
 def load_model(path: epath.PathLike, tokenizer: epath.PathLike, mesh=None, rules=None) -> Model:

@@ -6,8 +6,9 @@
       10/meta/    JSON: the model's architecture, the data iterator's position, the step
 
 Saves are asynchronous (the next training steps run while the files are written) and atomic: orbax
-writes `N.orbax-checkpoint-tmp-*` and renames it to `N` only once every item is complete, so an
-interrupted save is never listed as a checkpoint. Restoring takes the newest step that reads back;
+writes `N.orbax-checkpoint-tmp-*` and renames it to `N` only once every item is complete (on gs://,
+which has no rename, it writes `N/` and commits it with `N/commit_success.txt` last), so an
+interrupted save is never listed as a checkpoint. The directory may be local or gs://. Restoring takes the newest step that reads back;
 one that does not (a damaged directory) is reported and the one before it is used. Restoring onto
 another mesh works because the target's shardings, not the writer's, decide the layout.
 """
@@ -39,7 +40,11 @@ def architecture(model_config) -> dict[str, Any]:
 
 
 def _is_unfinished(path: epath.Path) -> bool:
-    return ocp.path.step.TMP_DIR_SUFFIX in path.name
+    """An interrupted save: a temporary directory (local), or a step directory without its commit
+    file (gs://, where orbax commits by writing `commit_success.txt` last)."""
+    if ocp.path.step.TMP_DIR_SUFFIX in path.name:
+        return True
+    return path.name.isdigit() and not ocp.path.step.is_path_finalized(path)
 
 
 class Checkpoints:

@@ -79,8 +79,10 @@ def finetune(data_file: str | None = None, workdir: str = "runs/train", *,
     else:
         examples = read_examples(data_file) if data_file else list(DEFAULT_EXAMPLES)
         if tokenizer is None:
-            tokenizer = os.path.join(workdir, "tokenizer.json")
-            if not os.path.exists(tokenizer):
+            from etils import epath
+
+            tokenizer = os.path.join(workdir, "tokenizer.json")  # local or gs://
+            if not epath.Path(tokenizer).exists():
                 texts = [e["inputs"] + e["targets"] for e in examples] * 4
                 train_bpe_tokenizer(texts, vocab_size=min(config.vocab_size, 512), path=tokenizer)
         vocab = HFTokenizerVocabulary(tokenizer)

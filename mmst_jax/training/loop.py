@@ -146,8 +146,9 @@ def _loop(run: Run, state: TrainState, batches: Iterator[dict], start: int, end:
     is_main = jax.process_index() == 0
     writer = None
     if run.workdir is not None and is_main:
-        from tensorboardX import SummaryWriter
-        writer = SummaryWriter(os.path.join(run.workdir, "tensorboard"))
+        from mmst_jax import storage
+
+        writer = storage.summary_writer(os.path.join(run.workdir, "tensorboard"))  # local or gs://
     throughput = Throughput(run.config, tc)
     bar = tqdm(total=end, initial=start, desc="training", unit="step", disable=not (tc.progress_bar and is_main))
     try:
