@@ -144,15 +144,21 @@ class BloomConfig:
         if isinstance(path_or_dict, Mapping):
             raw = dict(path_or_dict)
         else:
-            path = os.fspath(path_or_dict)
-            if os.path.isdir(path):
-                path = os.path.join(path, "config.json")
-            source = path
-            if not os.path.exists(path):
-                raise BloomConfigError(f"{path} does not exist: an HF BLOOM directory must hold config.json")
+            from etils import epath
+
+            from mmst_jax import storage
+
+            path = epath.Path(path_or_dict)  # local or gs://
+            with storage.naming(path):
+                if path.is_dir():
+                    path = path / "config.json"
+                source = os.fspath(path)
+                if not path.exists():
+                    storage.check_bucket(path)  # a missing or refused bucket says so
+                    raise BloomConfigError(f"{path} does not exist: an HF BLOOM directory must hold config.json")
+                text = path.read_text()
             try:
-                with open(path) as f:
-                    raw = json.load(f)
+                raw = json.loads(text)
             except json.JSONDecodeError as e:
                 raise BloomConfigError(f"{path} is not valid JSON ({e}); restore the model's config.json") from e
         model_type = raw.get("model_type")
