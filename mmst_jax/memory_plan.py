@@ -152,33 +152,10 @@ def compile_train(config: BloomConfig, mesh, rules, workload: Workload):
 
 def compile_decode(config: BloomConfig, mesh, rules, workload: Workload):
     """One sampling step: a token per row against a KV cache of `cache_length` slots."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
+    from mmst_jax.sampling.decode import lower_decode_step
 
-    from mmst_jax import sharding
-    from mmst_jax.models import shardings
-    from mmst_jax.models.bloom import BloomForCausalLM, init_cache
-
-    model = BloomForCausalLM(config)
-    abstract_params = nn.unbox(shardings.abstract_params(config))
-    param_shardings = shardings.param_shardings(config, mesh, rules)
-    cache = jax.eval_shape(lambda: init_cache(config, workload.decode_batch, workload.cache_length))
-    cache_shardings = shardings.cache_shardings(cache, mesh, rules)
-    rows = sharding.batch_sharding(mesh, rules)
-    token = jax.ShapeDtypeStruct((workload.decode_batch, 1), jnp.int32, sharding=rows)
-    mask = jax.ShapeDtypeStruct((workload.decode_batch, workload.cache_length), jnp.int32, sharding=rows)
-
-    def step(params, cache, token, mask):
-        logits, variables = model.apply({"params": params, "cache": cache}, token, mask, decode=True,
-                                        mutable=["cache"])
-        return jnp.argmax(logits[:, -1], axis=-1), variables["cache"]
-
-    jitted = jax.jit(step, in_shardings=(param_shardings, cache_shardings, rows, rows),
-                     out_shardings=(None, cache_shardings), donate_argnums=1)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        return jitted.lower(sharding.abstract_with_shardings(abstract_params, param_shardings),
-                            sharding.abstract_with_shardings(cache, cache_shardings), token, mask).compile()
+    return lower_decode_step(config, mesh, rules, slots=workload.decode_batch,
+                             cache_length=workload.cache_length).compile()
 
 
 def have_libtpu() -> bool:

@@ -26,7 +26,7 @@ METHODS = ("text", "code")
 DIRECTIONS = ("text_to_code", "code_to_text")
 SAMPLE_FIELDS = ("problem_id", "dataset", "method", "sample_index", "round", "prompt", "completion",
                  "gold", "seed")
-VERIFIED_FIELDS = ("answer", "correct", "status", "detail", "elapsed_ms")
+VERIFIED_FIELDS = ("answer", "correct", "status", "detail", "elapsed_ms", "copied")
 
 
 class RecordError(ValueError):

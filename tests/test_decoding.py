@@ -8,7 +8,9 @@ import torch
 
 from bloom_reference import random_hf_bloom
 from mmst_jax.sampling import decode
-from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_cache, init_params
+from mmst_jax.models.bloom import (BloomConfig, BloomForCausalLM, cached_forward, decoding_params, init_cache,
+                                   init_params)
+from mmst_jax.sampling.sampler import Request, Sampler
 from mmst_jax.models.hf import load_bloom
 from mmst_jax.vocab import HFTokenizerVocabulary
 from mmst_jax.sampling.stop_strings import StopStringError
@@ -47,7 +49,7 @@ def test_shared_prefix_greedy_matches_transformers(model6):
     prefix = rs.randint(4, 320, size=21).tolist()
     prompts = [prefix + rs.randint(4, 320, size=n).tolist() for n in (6, 1, 11)]
     ref = hf_greedy(hf_model, prompts, 24)
-    sampler = decode.Sampler(config, params, decode.SamplingConfig(max_new_tokens=24), eos_id=EOS,
+    sampler = Sampler(config, params, decode.SamplingConfig(max_new_tokens=24), eos_id=EOS,
                              pad_id=PAD, length_bucket=4)
     ours = sampler.sample(prompts, num_samples=2, seed=0)
     assert sampler.shared_tokens == 20  # the common 21 tokens, rounded down to the bucket of 4
@@ -56,23 +58,30 @@ def test_shared_prefix_greedy_matches_transformers(model6):
     assert len({t for r in ref for t in r}) > 8  # not a degenerate continuation
 
 
-def test_prefix_cache_gives_the_logits_of_the_whole_prompt(model6):
+def test_prefill_and_a_decode_step_give_the_logits_of_the_whole_sequence(model6):
     _, config, params = model6
-    model = BloomForCausalLM(config)
+    model, split = BloomForCausalLM(config), decoding_params(params)
     rs = np.random.RandomState(6)
     prefix = jnp.asarray(rs.randint(4, 320, size=(1, 9)), jnp.int32)
-    suffix_ids, suffix_mask = decode.left_pad([rs.randint(4, 320, size=n).tolist() for n in (4, 2)], PAD)
-    prefix_cache = decode.prefill_prefix(params, prefix, config=config)
-    cache = init_cache(config, 2, suffix_ids.shape[1], prefix=prefix_cache)
-    # The prefix is held once: no batch axis, [layers, heads, P, head_dim].
-    assert cache["prefix_key"].shape == (config.n_layer, config.n_head, 9, config.head_dim)
-    logits, _ = model.apply({"params": params, "cache": cache}, suffix_ids, suffix_mask, decode=True,
-                            prefill=True, mutable=["cache"])
-    for row in range(2):
-        n = int(suffix_mask[row].sum())
-        whole = jnp.concatenate([prefix[0], jnp.asarray(suffix_ids[row, -n:])])[None]
-        expected = model.apply({"params": params}, whole)
-        np.testing.assert_allclose(logits[row, -n:], expected[0, -n:], atol=1e-5)
+    own = [rs.randint(4, 320, size=n).tolist() for n in (4, 2)]
+    ids = np.full((2, 6), PAD, np.int32)  # right-padded to 6
+    for row, tokens in enumerate(own):
+        ids[row, :len(tokens)] = tokens
+    lengths = jnp.asarray([4, 2], jnp.int32)
+    prefix_cache = decode.prefill_prefix(split, prefix, config=config)
+    # The prefix is held once: no batch axis, [heads, P, head_dim] per layer.
+    assert prefix_cache["prefix_key"][0].shape == (config.n_head, 9, config.head_dim)
+    kv, logits = decode.prefill(split, prefix_cache, ids, lengths, config=config)
+    nxt = jnp.asarray([[17], [250]], jnp.int32)
+    cache = init_cache(config, 2, 8, prefix=decode.prefill_prefix(split, prefix, config=config))
+    cache = {**cache, **{name: tuple(c.at[:, :, :6].set(x) for c, x in zip(cache[name], kv[name]))
+                         for name in ("key", "value")}}
+    step_logits, _ = cached_forward(config, split, cache, nxt, lengths)
+    for row, tokens in enumerate(own):
+        whole = jnp.concatenate([prefix[0], jnp.asarray(tokens + [int(nxt[row, 0])])])[None]
+        expected = model.apply({"params": params}, whole)[0]
+        np.testing.assert_allclose(logits[row], expected[-2], atol=1e-5)
+        np.testing.assert_allclose(step_logits[row], expected[-1], atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +104,7 @@ def test_stop_strings_end_rows_where_the_text_first_contains_them(model_with_tok
         stops.append(vocab.decode(ref[row])[max(before - 1, 0):upto + 1])
     assert all(stops)
     stop = decode.StopStrings(stops, decode.token_bytes(vocab))
-    sampler = decode.Sampler(config, params, decode.SamplingConfig(max_new_tokens=24), eos_id=EOS,
+    sampler = Sampler(config, params, decode.SamplingConfig(max_new_tokens=24), eos_id=EOS,
                              pad_id=PAD, stop=stop, length_bucket=4)
     ours = sampler.sample(prompts, num_samples=1, seed=0)
     stopped = 0
@@ -111,23 +120,44 @@ def test_stop_strings_end_rows_where_the_text_first_contains_them(model_with_tok
     assert stopped >= 2
 
 
-def test_the_loop_ends_when_every_row_has_stopped():
+def test_a_row_stopping_at_its_first_token_and_one_that_never_stops_share_the_slots():
     config = BloomConfig.preset("tiny", vocab_size=64)
     params = init_params(config, jax.random.key(0))
-    ids, mask = decode.left_pad([[5, 6, 7], [8, 9]], PAD)
     sampling = decode.SamplingConfig(max_new_tokens=40)
-    tokens, lengths, steps = decode.decode(params, ids, mask, jax.random.key(0), config=config,
-                                           sampling=sampling, eos_id=None, pad_id=PAD)
-    assert int(steps) == 40 and lengths.tolist() == [40, 40]
-    # Make each row's greedy token its EOS: every row stops at once and the loop runs no step.
-    first = tokens[:, 0].tolist()
-    stop_table = np.zeros((2, 64), np.int32)
-    stop_table[:, first] = 1  # state 1 (the last) = matched
-    tokens, lengths, steps = decode.decode(params, ids, mask, jax.random.key(0), config=config,
-                                           sampling=sampling, eos_id=None, pad_id=PAD,
-                                           stop_table=jnp.asarray(stop_table))
-    assert int(steps) == 1 and lengths.tolist() == [1, 1]
-    assert (np.asarray(tokens)[:, 1:] == PAD).all()
+    short, long = [5, 6, 7], [8, 9]
+    free = Sampler(config, params, sampling, eos_id=None, pad_id=PAD, share_prefix=False, slots=1)
+    (a,), (b,) = free.sample([short, long], num_samples=1, seed=0)
+    assert len(a) == len(b) == 40
+    # EOS := the short prompt's first (greedy) token, which the long row never draws: the short row
+    # stops at step 1 (its EOS dropped), the long one runs to max_new_tokens.
+    eos = a[0]
+    assert eos not in b
+    for slots in (2, 1):
+        sampler = Sampler(config, params, sampling, eos_id=eos, pad_id=PAD, share_prefix=False, slots=slots)
+        out = sampler.sample([short, long, short], num_samples=1, seed=0)
+        assert out == [[[]], [b], [[]]]
+        assert sampler.steps == 39  # 39 steps after the first token, whatever the slots
+    # And the loop stops as soon as every row has: a stop string matched by every first token.
+    token_bytes = [b"X" if i in (a[0], b[0]) else b"a" for i in range(64)]
+    sampler = Sampler(config, params, sampling, eos_id=None, pad_id=PAD, share_prefix=False, slots=2,
+                      stop=decode.StopStrings(["X"], token_bytes))
+    assert sampler.sample([short, long], num_samples=1, seed=0) == [[[a[0]]], [[b[0]]]]
+    assert sampler.steps == 0
+
+
+def test_refilled_slots_give_every_row_its_own_tokens(model6):
+    hf_model, config, params = model6
+    rs = np.random.RandomState(8)
+    prompts = [rs.randint(4, 320, size=n).tolist() for n in (7, 3, 12, 5, 9)]
+    limits = [24, 2, 17, 1, 9]
+    ref = hf_greedy(hf_model, prompts, 24)
+    sampler = Sampler(config, params, decode.SamplingConfig(max_new_tokens=24), eos_id=EOS, pad_id=PAD,
+                      length_bucket=4, slots=2)
+    out = sampler.generate([Request(p, decode.row_keys(0, [i, i], [0, 1]), max_new_tokens=n)
+                            for i, (p, n) in enumerate(zip(prompts, limits))])
+    for samples, ref_row, n in zip(out, ref, limits):
+        assert samples == [ref_row[:n], ref_row[:n]]  # greedy: both samples are the reference's start
+    assert sampler.steps < sum(limits) * 2  # rows decoded side by side
 
 
 def brute_force_stop(sequence, token_bytes, patterns):
@@ -162,7 +192,7 @@ def test_stop_automaton_matches_a_substring_search():
 def test_bad_input_gives_clear_errors():
     config = BloomConfig.preset("tiny", vocab_size=64)
     params = init_params(config, jax.random.key(0))
-    sampler = decode.Sampler(config, params, decode.SamplingConfig(max_new_tokens=8), eos_id=EOS,
+    sampler = Sampler(config, params, decode.SamplingConfig(max_new_tokens=8), eos_id=EOS,
                              pad_id=PAD, max_cache_length=16)
     with pytest.raises(decode.SamplingError, match="needs 17 cache slots but the cache holds 16"):
         sampler.sample([[5] * 9], num_samples=1, seed=0)

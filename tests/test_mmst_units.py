@@ -211,3 +211,34 @@ def test_report_metrics_schema_html_and_plots(tmp_path):
     for png in ("accuracy.png", "overlap.png"):
         assert (rd.report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(rd.report / "tensorboard"))
+
+
+def test_report_counts_copied_answers_kept_out_per_round_and_source(tmp_path):
+    rd = rundir.RunDir(tmp_path / "run")
+    rd.check_config("mmst.RunConfig.rounds = 1\n")
+    _fake_round(rd, 0, 0.1, 0.3)
+    _fake_round(rd, 1, 0.4, 0.35)
+    rec = lambda method, copied, correct=True, **extra: {  # noqa: E731
+        "problem_id": "1", "dataset": "a", "method": method, "correct": correct, "copied": copied, **extra}
+    records_lib.write_jsonl(rd.stage(1, "verified") / "code" / "part-00000-of-00001.jsonl",
+                            [rec("code", True), rec("code", True), rec("code", True, correct=False),
+                             rec("code", False, unprotected=True)])
+    records_lib.write_jsonl(rd.stage(1, "translated") / "code_to_text" / "verified" / "part-00000-of-00001.jsonl",
+                            [rec("text", True), rec("text", False)])
+    report.write_report(rd, "mmst")
+    details = json.loads((rd.report / "details.json").read_text())
+    assert details["rounds"][0]["copied"] == {"self": {"text": 0, "code": 0}, "translation": {"text": 0, "code": 0}}
+    assert details["rounds"][1]["copied"] == {"self": {"text": 0, "code": 2}, "translation": {"text": 1, "code": 0}}
+    assert details["rounds"][1]["unprotected"] == 1
+    html = (rd.report / "report.html").read_text()
+    assert "<td>2 / 1</td>" in html and "WARNING: model-written programs ran without every sandbox protection" in html
+
+
+def test_copied_records_never_train_nor_become_translation_sources():
+    marked = VERIFIED[:6] + [dict(VERIFIED[6], copied=True)]
+    assert modes.distinct_correct(marked[6:], 2) == []  # nor a source to translate
+    assert modes.counts(modes.build(modes.ModeConfig("self_training"), marked, TRANSLATED)) == {"text": 1, "code": 2}
+    translated = TRANSLATED[:2] + [dict(TRANSLATED[2], copied=True)]
+    assert modes.counts(modes.build(modes.ModeConfig("cross_only"), VERIFIED, translated)) == {"text": 1, "code": 0}
+    assert modes.copied_counts(marked, translated) == {"self": {"text": 0, "code": 1},
+                                                       "translation": {"text": 0, "code": 1}}

@@ -18,6 +18,7 @@ from transformers.generation.logits_process import (TemperatureLogitsWarper, Top
 from mmst_jax.sampling import decode
 from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_params
 from mmst_jax.sampling.job import sample
+from mmst_jax.sampling.sampler import Request, Sampler
 from mmst_jax.sampling.stop_strings import StopStringError
 
 PAD = 3
@@ -54,7 +55,7 @@ def test_next_token_frequencies_match_the_filtered_softmax(peaked_model, tempera
     assert 4 <= support.sum() < config.vocab_size or (top_k == 0 and top_p == 1.0)
     draws = 12000
     sampling = decode.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=1)
-    sampler = decode.Sampler(config, params, sampling, eos_id=None, pad_id=PAD)
+    sampler = Sampler(config, params, sampling, eos_id=None, pad_id=PAD, slots=1000)
     rows = sampler.sample([prompt], num_samples=draws, seed=1234)[0]
     counts = np.bincount([r[0] for r in rows], minlength=config.vocab_size)
     # Nothing outside the filtered support is ever drawn.
@@ -79,6 +80,7 @@ MESH_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     from mmst_jax.sampling import decode
+    from mmst_jax.sampling.sampler import Sampler
     from mmst_jax.models.bloom import BloomConfig, cache_logical_axes, init_cache, init_params
     from mmst_jax.sharding import DEFAULT_RULES, logical_to_sharding, make_mesh
 
@@ -91,13 +93,13 @@ MESH_SCRIPT = textwrap.dedent("""
     results = {}
     for shape in [None, (8, 1, 1), (2, 2, 2), (1, 2, 4)]:
         mesh = None if shape is None else make_mesh(shape, jax.devices()[:8])
-        sampler = decode.Sampler(config, params, sampling, eos_id=None, pad_id=3, mesh=mesh,
-                                 length_bucket=8)
+        # 2 slots (rounded up to divide over the mesh's rows): rows wait and refill freed slots.
+        sampler = Sampler(config, params, sampling, eos_id=None, pad_id=3, mesh=mesh, length_bucket=8, slots=2)
         results[str(shape)] = sampler.sample(prompts, num_samples=2, seed=7)
         assert sampler.shared_tokens == 16
     mesh = make_mesh((2, 2, 2), jax.devices()[:8])
     cache = init_cache(config, 4, 8)
-    spec = logical_to_sharding(cache_logical_axes(cache), mesh, DEFAULT_RULES)["cached_key"].spec
+    spec = logical_to_sharding(cache_logical_axes(cache), mesh, DEFAULT_RULES)["key"][0].spec
     results["cache_spec"] = [list(a) if isinstance(a, tuple) else a for a in spec]
     print(json.dumps(results))
 """)
@@ -110,13 +112,34 @@ def test_samples_are_the_same_whatever_the_mesh():
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     # The cache is split by its logical axes: rows over (data, fsdp), heads over tensor.
-    assert results.pop("cache_spec") == [None, ["data", "fsdp"], "tensor", None, None]
+    assert results.pop("cache_spec") == [["data", "fsdp"], "tensor", None, None]
     single = results.pop("None")
     for shape, samples in results.items():
         assert samples == single, shape
     flat = [t for prompt in single for row in prompt for t in row]
     assert len(flat) == 3 * 2 * 12 and len(set(flat)) > 10  # real samples, not a constant
     assert single[0][0] != single[0][1]  # the two samples of a prompt differ
+
+
+def test_rows_are_the_same_whatever_slot_or_batch_they_land_in(peaked_model):
+    config, params, _, _ = peaked_model
+    rs = np.random.RandomState(4)
+    prompts = [rs.randint(4, 96, size=n).tolist() for n in (5, 12, 3, 8, 20, 1)]
+    limits = [16, 3, 9, 1, 12, 6]  # rows of every length: slots free up at different steps
+    sampling = decode.SamplingConfig(temperature=1.0, top_k=20, top_p=0.95, max_new_tokens=16)
+
+    def run(order, slots):
+        sampler = Sampler(config, params, sampling, eos_id=2, pad_id=PAD, slots=slots, length_bucket=32)
+        out = sampler.generate([Request(prompts[i], decode.row_keys(11, [i] * 3, range(3)), limits[i])
+                                for i in order])
+        return dict(zip(order, out))
+
+    alone = {i: run([i], 1)[i] for i in range(len(prompts))}  # each prompt on its own, one slot
+    for order, slots in [(range(6), 3), ([5, 2, 0, 4, 1, 3], 7), ([3, 1, 5], 3)]:
+        assert run(order, slots) == {i: alone[i] for i in order}, (order, slots)
+    flat = [row for i in alone for row in alone[i]]
+    assert all(len(row) <= limits[i] for i in alone for row in alone[i])
+    assert len({tuple(r) for r in flat}) > 12  # real samples: the 3 samples of a prompt differ
 
 
 def test_sample_command_writes_records_with_k_samples_and_stop_strings(tmp_path):

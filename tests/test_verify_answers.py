@@ -1,6 +1,7 @@
 """The answer comparator and majority vote, on hand-made cases and on every GSM8K training record."""
 
 import json
+import random
 
 import pytest
 
@@ -146,3 +147,88 @@ def test_adversarial_texts_do_not_blow_up(text, expected):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+# ---- exact numbers ------------------------------------------------------------------------
+def _magnitudes(n=4000, seed=0):
+    """Integers and floats from 1e-12 to 1e18 and their negatives, every decade, seeded."""
+    rng = random.Random(seed)
+    out = [0, 0.0, 1, -1, 10**18, -10**18, 1e-12, -1e-12, 1e18, -1e18, 9284017268534.4, 2.010666991e-06,
+           0.1 + 0.2, 2**53 + 1, 123456789012345678]
+    for _ in range(n):
+        x = 10 ** rng.uniform(-12, 18) * rng.choice((1, -1))
+        out.append(x)
+        if abs(x) >= 1:
+            out.append(int(x))
+        out.append(float(f"{x:.{rng.randint(1, 17)}g}"))
+    return out
+
+
+def test_normalize_is_idempotent_across_magnitudes():
+    for x in _magnitudes():
+        once = normalize_answer(x)
+        assert once is not None and "e" not in once and "E" not in once, x
+        assert normalize_answer(once) == once, (x, once)
+
+
+def test_a_program_returning_x_matches_a_gold_of_x():
+    for x in _magnitudes():
+        for gold in (x, repr(x), f"#### {x}", normalize_answer(x)):
+            assert answers_match(x, gold), (x, gold)
+        if isinstance(x, float):  # its canonical string is the number: nothing lost on the way
+            assert float(normalize_answer(x)) == float(f"{x:.15g}"), x
+
+
+def test_a_program_returning_x_matches_its_gold_in_the_verifier():
+    from mmst_jax.verify.results import ExecResult
+    from mmst_jax.verify.verifier import verified_from_exec
+
+    for x in _magnitudes(500, seed=1):
+        record = {"dataset": "gsm8k", "gold": repr(x), "method": "code",
+                  "completion": "def solution():\n    return compute()\n"}
+        verified = verified_from_exec(record, ExecResult("ok", x))
+        assert verified["correct"] and verified["answer"] == normalize_answer(x), (x, verified)
+
+
+@pytest.mark.parametrize("pred, gold", [
+    (9284017268534.4, "9284017268534.4"),        # 10 significant digits used to lose it
+    (2.010666991e-06, "2.0107e-06"),             # a gold of limited precision
+    ("9.284017269e+12", 9284017269000),
+    (1e-12, "1e-12"), (-3.5e-9, "-0.0000000035"), (1.5e17, "150000000000000000"),
+    (1 / 3, "0.33333"), (2 / 3, "0.66667"),
+])
+def test_numbers_kept_exact(pred, gold):
+    assert answers_match(pred, gold)
+
+
+@pytest.mark.parametrize("pred, gold", [
+    (5e-12, 1e-12), (1.001e-6, 1e-6), (9284017268534.4, 9284027268534.4), (0.54, 0.5), (12.54, 12.5),
+    (2.0117e-06, "2.0107e-06"), (10**18 + 10**10, 10**18), (1000001, 1000000), (12.7549, 12.75),
+])
+def test_close_is_not_equal(pred, gold):
+    assert not answers_match(pred, gold)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The answer is 1e6.", "1000000"),
+    ("The answer is 2.5 × 10^3 dollars.", "2500"),
+    ("The answer is 2.5 x 10^-3.", "0.0025"),
+    ("The answer is 3 * 10**4.", "30000"),
+    ("The answer is 4·10⁶.", "4000000"),
+    ("The answer is 1.5E-7 meters.", "0.00000015"),
+    ("The answer is 9.284017269e+12.", "9284017269000"),
+    ("So 3 x 4 = 12. The answer is 12.", "12"),
+    ("There are 3 eggs.", "3"),
+])
+def test_scientific_notation_in_text(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_canonical_strings_are_positional_and_exact():
+    assert normalize_answer(9284017268534.4) == "9284017268534.4"
+    assert normalize_answer("2.0107e-06") == "0.0000020107"
+    assert normalize_answer(10**20 + 1) == "100000000000000000001"
+    assert normalize_answer("123456789012345678.25") == "123456789012345678.25"
+    assert normalize_answer("1/3") == "0.333333333333333"
+    assert normalize_answer(-0.0) == "0"
+    assert normalize_answer("5e999") is None  # past the exponent cap

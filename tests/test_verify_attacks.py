@@ -1,16 +1,18 @@
 """The adversarial bank: hostile programs run in the real sandbox, each with its exact outcome, and
 the host checked untouched afterwards (its files, its listeners, no process left behind).
 
-Attacks that could harm the machine (fork, thread and memory bombs) run only after a harmless
-probe has confirmed that the protection holding them is active; otherwise they are skipped with
-the reason.
+Every protection must be in force: the sandbox refuses to start without one, so a machine that
+lacks it fails these tests (saying which and how to get it) instead of skipping them. Attacks
+that could harm the machine (fork, thread and memory bombs) run only after a harmless probe has
+confirmed that what holds them holds; otherwise they fail. The seccomp allow-list refuses process
+creation, sockets, signals and namespaces outright; the PID namespace, cgroups and rlimits stay
+behind it.
 """
 
 import dataclasses
 import os
 import socket
 import time
-import warnings
 
 import pytest
 
@@ -27,9 +29,7 @@ GOLD = 987654321  # a number that appears nowhere but in the gold answers below
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a degraded sandbox says so; the gated tests skip
-        box = Sandbox(lanes=4, limits=LIMITS)
+    box = Sandbox(lanes=4, limits=LIMITS)  # UnprotectedSandboxError without every protection
     yield box
     box.close()
 
@@ -48,8 +48,7 @@ def run_one(sandbox, code, limits=None):
 
 def require(sandbox, *names):
     for name in names:
-        if not getattr(sandbox.protections, name):
-            pytest.skip(f"{name} is not active here: {sandbox.protections.describe()}")
+        assert getattr(sandbox.protections, name), f"{name} is not active: {sandbox.protections.describe()}"
 
 
 def assert_no_strays(sandbox):
@@ -66,7 +65,10 @@ BANK = [
     ("sleep past the wall limit", "import time\ndef solution():\n    time.sleep(60)\n", "timeout", "wall clock", None),
     ("signal tampering then spin",
      "import signal\ndef solution():\n    for s in (signal.SIGTERM, signal.SIGXCPU, signal.SIGINT, signal.SIGALRM):\n"
-     "        signal.signal(s, signal.SIG_IGN)\n    while True:\n        pass\n", "timeout", None, None),
+     "        try:\n            signal.signal(s, signal.SIG_IGN)\n        except OSError:\n            pass\n"
+     "    while True:\n        pass\n", "timeout", None, None),
+    ("signal tampering is refused", "import signal\ndef solution():\n    signal.signal(signal.SIGXCPU, signal.SIG_IGN)\n",
+     "error", "Operation not permitted", None, "seccomp"),
     ("deep recursion", "def f(n):\n    return f(n + 1) + 1\ndef solution():\n    return f(0)\n",
      "error", "RecursionError", None),
     ("C-level recursion", "import json\ndef solution():\n    return json.loads('[' * 10**6)\n",
@@ -90,7 +92,14 @@ BANK = [
     ("SystemExit at import", "raise SystemExit(3)\ndef solution():\n    return 1\n", "error", "SystemExit: 3", None),
     ("KeyboardInterrupt", "def solution():\n    raise KeyboardInterrupt\n", "error", "KeyboardInterrupt", None),
     ("import posix to run a shell", "import posix\ndef solution():\n    return posix.system('cat /etc/passwd > /dev/null 2>&1')\n",
-     "ok", None, 256, "private_root"),
+     "ok", None, 127 << 8, "seccomp"),  # the C library's "no shell": its spawn was refused
+    ("exec a shell in place", "import os\ndef solution():\n    os.execv('/bin/sh', ['sh', '-c', 'echo 1'])\n",
+     "error", "Operation not permitted", None, "seccomp"),
+    ("fork", "import os\ndef solution():\n    return os.fork()\n", "error", "Operation not permitted", None, "seccomp"),
+    ("a thread", "import threading\ndef solution():\n    threading.Thread(target=print).start()\n",
+     "error", "can't start new thread", None, "seccomp"),
+    ("open a socket", "import socket\ndef solution():\n    socket.socket()\n", "error", "Operation not permitted", None, "seccomp"),
+    ("make a directory", "import os\ndef solution():\n    os.mkdir('d')\n", "error", "Operation not permitted", None, "seccomp"),
     ("ctypes NULL dereference", "import ctypes\ndef solution():\n    return ctypes.string_at(0)\n", "error", "SIGSEGV", None),
     ("ctypes setuid(0)", "import ctypes\ndef solution():\n    return ctypes.CDLL(None).setuid(0)\n", "ok", None, -1, "caps_dropped"),
     ("SysV shared memory that would outlive it",
@@ -198,8 +207,9 @@ def test_socket_to_a_host_listener_does_not_connect(sandbox):
             f"import socket\ndef solution():\n    s = socket.create_connection(('127.0.0.1', {port}), timeout=0.5)\n    return 'connected'\n",
             f"import socket\ndef solution():\n    s = socket.socket(socket.AF_UNIX)\n    s.connect({name!r})\n    return 'connected'\n",
         ])
-        assert tcp.status == "error" and "unreachable" in tcp.detail, tcp
-        assert unix.status == "error" and "ConnectionRefusedError" in unix.detail, unix
+        # refused a socket by seccomp (behind it, the network namespace would leave it unconnected)
+        assert tcp.status == "error" and "Operation not permitted" in tcp.detail, tcp
+        assert unix.status == "error" and "Operation not permitted" in unix.detail, unix
         for sock in (listener, abstract):
             with pytest.raises(BlockingIOError):
                 sock.accept()
@@ -210,10 +220,8 @@ def test_socket_to_a_host_listener_does_not_connect(sandbox):
 
 def test_environment_of_the_host_does_not_leak(monkeypatch):
     monkeypatch.setenv("MMST_TEST_SECRET", "hunter2")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with Sandbox(lanes=1, limits=LIMITS) as box:
-            result = box.run(["import os\ndef solution():\n    return os.environ.get('MMST_TEST_SECRET', 'absent')\n"])[0]
+    with Sandbox(lanes=1, limits=LIMITS) as box:
+        result = box.run(["import os\ndef solution():\n    return os.environ.get('MMST_TEST_SECRET', 'absent')\n"])[0]
     assert result.value == "absent"
 
 
@@ -277,35 +285,33 @@ def test_faking_the_result_never_makes_it_correct(sandbox, name):
 
 # ---- processes: daemons, escapes, bombs ---------------------------------------------------
 def test_a_daemon_does_not_outlive_its_program(sandbox):
-    require(sandbox, "pid_ns")
+    require(sandbox, "pid_ns", "seccomp")
     daemon = ("import os, time\ndef solution():\n    if os.fork() == 0:\n        os.setsid()\n"
               "        if os.fork() == 0:\n            time.sleep(30)\n        os._exit(0)\n    return 1\n")
-    assert run_one(sandbox, daemon).value == 1
+    result = run_one(sandbox, daemon)
+    assert result.status == "error" and "Operation not permitted" in result.detail, result
     assert_no_strays(sandbox)
 
 
 def test_setsid_children_are_killed_on_timeout(sandbox):
-    require(sandbox, "pid_ns")
-    escape = ("import os\ndef solution():\n    for _ in range(4):\n        if os.fork() == 0:\n"
-              "            os.setsid()\n            while True:\n                pass\n    while True:\n        pass\n")
+    require(sandbox, "pid_ns", "seccomp")
+    escape = ("import os\ndef solution():\n    for _ in range(4):\n        try:\n            if os.fork() == 0:\n"
+              "                os.setsid()\n                while True:\n                    pass\n"
+              "        except OSError:\n            pass\n    while True:\n        pass\n")
     assert run_one(sandbox, escape, QUICK).status == "timeout"
     assert_no_strays(sandbox)
 
 
 @pytest.fixture(scope="module")
 def process_cap(sandbox):
-    """Confirms with a harmless probe that processes are capped; skips the bombs otherwise."""
-    if not sandbox.protections.reaps_everything:
-        pytest.skip(f"no PID namespace per program, a bomb's processes could outlive it: "
-                    f"{sandbox.protections.describe()}")
-    if not sandbox.protections.holds_fork_bomb:
-        pytest.skip(f"no pids cgroup and no unprivileged uid: {sandbox.protections.describe()}")
+    """Confirms with a harmless probe that a program gets no second process; fails otherwise."""
+    require(sandbox, "pid_ns", "cgroup_pids", "seccomp")
+    assert sandbox.protections.reaps_everything and sandbox.protections.holds_fork_bomb
     probe = ("import os, time\ndef solution():\n    n = 0\n    for _ in range(40):\n        try:\n"
              "            if os.fork() == 0:\n                time.sleep(0.5)\n                os._exit(0)\n"
              "            n += 1\n        except OSError:\n            break\n    return n\n")
     result = run_one(sandbox, probe)
-    if result.status != "ok" or result.value >= LIMITS.max_procs:
-        pytest.skip(f"the process cap did not hold in the probe ({result}); bombs not run")
+    assert result.status == "ok" and result.value == 0, f"a program forked: {result}; bombs not run"
     assert_no_strays(sandbox)
     return result.value
 
@@ -314,8 +320,7 @@ def process_cap(sandbox):
 def memory_cap(sandbox):
     probe = f"def solution():\n    x = bytearray({(LIMITS.memory_mb + 32) * 2**20})\n    return len(x)\n"
     result = run_one(sandbox, probe)
-    if result.status != "memory":
-        pytest.skip(f"the memory cap did not hold in the probe ({result}); memory bombs not run")
+    assert result.status == "memory", f"the memory cap did not hold in the probe ({result}); memory bombs not run"
 
 
 def test_fork_bomb(sandbox, process_cap):
@@ -343,16 +348,16 @@ def test_memory_bomb_step_by_step(sandbox, memory_cap):
 
 
 def test_memory_bomb_across_processes(sandbox, memory_cap, process_cap):
-    """Each process stays under its address-space cap; together they pass the memory cgroup's."""
-    if not sandbox.protections.cgroup_memory:
-        pytest.skip(f"no memory cgroup: {sandbox.protections.describe()}")
+    """Each process would stay under its address-space cap and together pass the memory cgroup's:
+    the first fork is refused."""
+    require(sandbox, "cgroup_memory")
     bomb = ("import os, time\ndef solution():\n    children = []\n    for _ in range(8):\n        pid = os.fork()\n"
             "        if pid == 0:\n            x = bytearray(100 * 2**20)\n            for i in range(0, len(x), 4096):\n"
             "                x[i] = 1\n            time.sleep(0.3)\n            os._exit(0)\n        children.append(pid)\n"
             "    ends = [os.waitpid(pid, 0)[1] for pid in children]\n"
             "    return 'killed' if any(os.WIFSIGNALED(e) and os.WTERMSIG(e) == 9 for e in ends) else 'all survived'\n")
     result = run_one(sandbox, bomb)
-    assert result.status == "ok" and result.value == "killed", result
+    assert result.status == "error" and "Operation not permitted" in result.detail, result
     assert_no_strays(sandbox)
 
 
@@ -389,9 +394,7 @@ def _sandbox_pids(sandbox):
 
 
 def test_close_kills_what_runs_and_leaves_no_files(tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        box = Sandbox(lanes=2, limits=LIMITS)
+    box = Sandbox(lanes=2, limits=LIMITS)
     root = box._root_dir
     container = box._container.proc
     box.close()
@@ -400,3 +403,23 @@ def test_close_kills_what_runs_and_leaves_no_files(tmp_path):
     with pytest.raises(RuntimeError, match="closed"):
         box.run(["def solution():\n    return 1\n"])
 
+
+
+def test_without_a_protection_the_sandbox_refuses_unless_allowed(caplog):
+    """isolation none lacks the namespaces: nothing runs unless allow_unprotected, which says so
+    loudly and marks the verified records."""
+    from mmst_jax.verify.sandbox import SandboxWarning, UnprotectedSandboxError
+
+    with pytest.raises(UnprotectedSandboxError) as refused:
+        Sandbox(lanes=1, limits=LIMITS, isolation="none")
+    message = str(refused.value)
+    assert "MISSING: pid_ns" in message and "run as root" in message and "--allow_unprotected" in message
+    with pytest.warns(SandboxWarning, match="UNPROTECTED"):
+        box = Sandbox(lanes=1, limits=LIMITS, isolation="none", allow_unprotected=True)
+    with box:
+        assert box.unprotected
+        records = [{"problem_id": 1, "dataset": "gsm8k", "method": "code", "sample_index": 0,
+                    "completion": "def solution():\n    return 6 * 7\n", "gold": "#### 42"}]
+        [verified] = verify_records(records, sandbox=box)
+    assert verified["correct"] and verified["unprotected"] is True
+    assert any("UNPROTECTED" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)

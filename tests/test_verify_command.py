@@ -48,7 +48,7 @@ def test_verify_writes_verified_records_in_input_order(samples, tmp_path, capsys
     assert [(r["problem_id"], r["method"]) for r in got] == [(r["problem_id"], r["method"]) for r in given]
     for v, s in zip(got, given):
         assert {k: v[k] for k in s} == s  # every sample field kept
-        assert set(v) - set(s) == {"answer", "correct", "status", "detail", "elapsed_ms"}
+        assert set(v) - set(s) == {"answer", "correct", "status", "detail", "elapsed_ms", "copied"}
     code = {r["problem_id"]: r for r in got if r["method"] == "code"}
     assert code["p4"]["status"] == "ok" and code["p4"]["correct"] and code["p4"]["answer"] == "4"
     assert code["p3"]["answer"] == "4" and not code["p3"]["correct"]
@@ -143,22 +143,27 @@ def test_result_channel_parsing_is_strict():
 def test_other_isolation_modes_run_programs_and_say_what_they_lack(isolation):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with Sandbox(lanes=2, limits=Limits(timeout_s=2.0), isolation=isolation) as box:
+        with Sandbox(lanes=2, limits=Limits(timeout_s=2.0), isolation=isolation,
+                     allow_unprotected=True) as box:
             results = box.run(["def solution():\n    return 6 * 7\n",
                                "def solution():\n    while True:\n        pass\n",
                                "def solution():\n    return 1 / 0\n"])
             prot = box.protections
-            # a child that leaves the process group is still killed: by the PID namespace, or
-            # without one by the lane's pids cgroup
+            # a child that leaves the process group: refused by seccomp, else still killed by
+            # the PID namespace, or without one by the lane's pids cgroup
             escape = ("import os, time\ndef solution():\n    if os.fork() == 0:\n        os.setsid()\n"
                       "        time.sleep(30)\n    return 1\n")
-            assert box.run([escape])[0].value == 1
+            [escaped] = box.run([escape])
+            if prot.seccomp:
+                assert escaped.status == "error" and "Operation not permitted" in escaped.detail, escaped
+            else:
+                assert escaped.value == 1, escaped
             escaped_cleanly = box.stray_processes() == []
     assert [r.status for r in results] == ["ok", "timeout", "error"]
     assert results[0].value == 42
     if isolation == "none":
-        assert prot.missing() and not prot.pid_ns and not prot.private_root
-        assert any("degraded" in str(w.message) for w in caught)
+        assert prot.missing() and not prot.pid_ns and not prot.private_root and box.unprotected
+        assert any("UNPROTECTED" in str(w.message) for w in caught)
         assert prot.cgroup_pids == escaped_cleanly or not prot.cgroup_pids
     elif prot.user_ns:
         assert prot.pid_ns and prot.private_root and prot.caps_dropped and not prot.setuid
@@ -170,6 +175,7 @@ def test_verify_files_returns_counts(samples, tmp_path):
     summary = verify_files([str(samples)], str(tmp_path / "v.jsonl"), limits=Limits(timeout_s=1.0), lanes=2)
     assert summary["records"] == 25 and summary["reused"] == 0
     assert summary["correct"] == {"text": 12, "code": 6} and summary["total"] == {"text": 13, "code": 12}
+    assert summary["unprotected"] is False and summary["copied"] == {"text": 0, "code": 0}
     assert summary["status"] == {"no_answer": 1, "ok": 23, "timeout": 1}
 
 
@@ -258,3 +264,19 @@ def test_the_verifier_imports_no_jax():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_verify_refuses_to_run_code_unprotected_unless_allowed(samples, tmp_path, capsys):
+    out = tmp_path / "verified.jsonl"
+    assert main(["--input", str(samples), "--output", str(out), "--isolation", "none", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "will not run model-written code" in err and "MISSING: pid_ns" in err and "--allow_unprotected" in err
+    assert not out.exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["--input", str(samples), "--output", str(out), "--isolation", "none",
+                     "--allow_unprotected", *FAST]) == 0
+    assert "WITHOUT every protection" in capsys.readouterr().err
+    got = read(out)
+    assert all(r["unprotected"] is True for r in got if r["method"] == "code")
+    assert not any("unprotected" in r for r in got if r["method"] == "text")

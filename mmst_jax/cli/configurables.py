@@ -13,7 +13,7 @@ files bind (the task module registers its own, `tasks.*`):
     mmst.ModeConfig.{mode, cap_to, finetune_from, max_per_problem, replay}
     mmst.Generation.{num_samples, temperature, top_k, top_p, max_new_tokens, translation_samples,
                      translation_temperature, vote_samples, vote_temperature, batch_size, ...}
-    mmst.VerifierLimits.{timeout_s, memory_mb, lanes, restarts}
+    mmst.VerifierLimits.{timeout_s, memory_mb, lanes, restarts, allow_unprotected}
     mmst.Base.{hf_checkpoint, tokenizer, model_preset, model_overrides}
     mmst.run.{use_mesh_config, distributed, title, reuse_base_from}
 """

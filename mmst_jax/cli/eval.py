@@ -60,6 +60,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--allow_unprotected", action="store_true",
+                        help="run model-written code even where the sandbox lacks a protection (loudly)")
     args = parser.parse_args(list(argv))
     logging.basicConfig(level=logging.WARNING, force=True)
     from mmst_jax.mmst.evaluate import evaluate_model
@@ -74,6 +76,7 @@ def main(argv: Sequence[str]) -> int:
     prompt_sets = [(name, read_task(name, args.split)) for name in names]
     summary = evaluate_model(_model_dir(model), tokenizer, prompt_sets, output, limit=args.limit,
                              vote_samples=args.vote_samples, max_new_tokens=args.max_new_tokens,
-                             batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+                             batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
+                             allow_unprotected=args.allow_unprotected)
     print(json.dumps(summary, sort_keys=True))
     return 0

@@ -4,7 +4,10 @@ Reads one or more sample files, verifies every record (text: answer extraction; 
 sandbox, on every lane), and writes the verified records in the input order, atomically. While it
 runs, finished records are appended to ``OUTPUT.partial``; a run started again after a crash
 reuses them (and any records already in OUTPUT), so only what is missing is verified. A progress
-bar and a summary (statuses, correct per method, the sandbox's protections) go to stderr.
+bar and a summary (statuses, correct per method, copied answers, the sandbox's protections) go
+to stderr. Without every protection the sandbox refuses to run the programs (exit status 2, saying
+what is missing and how to get it); ``--allow_unprotected`` runs them anyway, loudly, and marks
+each code record ``unprotected: true``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Sequence
 from mmst_jax.records import METHODS, RecordError
 from mmst_jax.verify.files import verify_files
 from mmst_jax.verify.results import Limits
+from mmst_jax.verify.sandbox import UnprotectedSandboxError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="memory per program in MiB (default: %(default)s)")
     p.add_argument("--isolation", choices=("auto", "root", "userns", "none"), default="auto",
                    help="how programs are isolated (default: %(default)s, the strongest available)")
+    p.add_argument("--allow_unprotected", "--allow-unprotected", action="store_true",
+                   help="run the programs even when the sandbox lacks a protection (it says which); "
+                        "only on a machine you can afford to lose")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -42,8 +49,15 @@ def _describe(summary: dict) -> str:
         if summary["total"][method]:
             lines.append(f"  {method}: {summary['correct'][method]}/{summary['total'][method]} correct")
     lines.append("  status: " + ", ".join(f"{k} {v}" for k, v in summary["status"].items()))
+    copied = {m: n for m, n in summary["copied"].items() if n}
+    if copied:
+        lines.append("  copied (correct, kept out of training): "
+                     + ", ".join(f"{m} {n}" for m, n in copied.items()))
     if summary["protections"]:
         lines.append("  " + summary["protections"])
+    if summary["unprotected"]:
+        lines.append("  WARNING: the programs ran WITHOUT every protection (--allow_unprotected); "
+                     "their records say unprotected: true")
     return "\n".join(lines)
 
 
@@ -52,8 +66,9 @@ def main(argv: Sequence[str]) -> int:
     try:
         limits = Limits(timeout_s=args.timeout, memory_mb=args.memory_mb)
         summary = verify_files(args.input, args.output, limits=limits, lanes=args.lanes,
-                               isolation=args.isolation, progress=not args.no_progress)
-    except (RecordError, FileNotFoundError, ValueError) as e:
+                               isolation=args.isolation, progress=not args.no_progress,
+                               allow_unprotected=args.allow_unprotected)
+    except (RecordError, FileNotFoundError, ValueError, UnprotectedSandboxError) as e:
         print(f"mmst verify: {e}", file=sys.stderr)
         return 2
     print(_describe(summary), file=sys.stderr)

@@ -6,7 +6,6 @@ import dataclasses
 from typing import Mapping
 
 from mmst_jax.mmst.modes import ModeConfig
-from mmst_jax.records import DIRECTIONS, METHODS  # noqa: F401  (part of the run's settings)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -68,7 +68,8 @@ def _summary(d: epath.Path) -> dict:
 
 def evaluate_model(model_dir: str, tokenizer: str, prompt_sets: Sequence[tuple[str, list[dict]]], output: str, *,
                    limit: int = 0, vote_samples: int = 0, vote_temperature: float = 0.8, max_new_tokens: int = 256,
-                   batch_size: int = 32, seed: int = 0, progress: bool = True) -> dict:
+                   batch_size: int = 32, seed: int = 0, progress: bool = True,
+                   allow_unprotected: bool = False) -> dict:
     """Samples, verifies and summarises a model directory on named prompt sets (a task's test
     prompts each); returns {"eval": ..., "overlap": ...}, also written to OUTPUT/summary.json."""
     out = epath.Path(output)
@@ -84,7 +85,7 @@ def evaluate_model(model_dir: str, tokenizer: str, prompt_sets: Sequence[tuple[s
                                       round_index=0, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                       progress=progress, desc=f"eval {kind} {name}")
             verified = files.verify_part(samples / part, out / "verified" / f"{kind}_{name}" / part,
-                                         progress=progress)
+                                         progress=progress, allow_unprotected=allow_unprotected)
             (greedy if kind == "greedy" else vote).extend(read_jsonl(verified))
     summary = {"model": os.fspath(model_dir), "tasks": [name for name, _ in prompt_sets],
                "eval": metrics.accuracy(greedy, vote), "overlap": metrics.overlap(greedy)}

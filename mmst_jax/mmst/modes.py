@@ -13,6 +13,11 @@ method and source, so one easy problem does not fill the mixture. `replay` adds 
 of the base model's own training data (round 0's `train/`, the bootstrap corpus of a model trained
 from scratch) to every round's mixture, the same for every mode: a guard against forgetting the
 formats, off (0) by default.
+
+A copied solution (`copied` on its verified record: a program whose solution() returns a literal
+without computing it, or a text translation that states the answer with no intermediate step;
+mmst_jax.verify.copies) is never a training example nor a source to translate, whatever the
+mode; `copied_counts` says how many correct ones were kept out, per source and method.
 """
 
 from __future__ import annotations
@@ -49,12 +54,13 @@ class ModeConfig:
 
 
 def distinct_correct(records: Sequence[dict], max_per_problem: int) -> list[dict]:
-    """Correct records, distinct completions, at most max_per_problem per problem, in input order."""
+    """Correct records that are not copied, distinct completions, at most max_per_problem per
+    problem, in input order."""
     seen: set[tuple[str, str]] = set()
     per_problem: dict[str, int] = {}
     out = []
     for r in records:
-        if not r.get("correct"):
+        if not r.get("correct") or r.get("copied"):
             continue
         key = (str(r["problem_id"]), r["completion"].strip())
         if key in seen or per_problem.get(key[0], 0) >= max_per_problem:
@@ -124,6 +130,16 @@ def replay_records(base_records: Sequence[dict], n: int, seed: int = 0) -> dict[
         return {m: [] for m in METHODS}
     chosen = _stable_order([{**r, "source": "replay"} for r in base_records], seed)[:n]
     return {m: [r for r in chosen if r["method"] == m] for m in METHODS}
+
+
+def copied_counts(verified: Sequence[dict], translated: Sequence[dict]) -> dict[str, dict[str, int]]:
+    """Correct but copied records kept out of training: {"self": {method: n}, "translation":
+    {method: n}} (a translation counts under its target method)."""
+    out = {}
+    for source, records in (("self", verified), ("translation", translated)):
+        out[source] = {m: sum(1 for r in records if r["method"] == m and r.get("correct") and r.get("copied"))
+                       for m in METHODS}
+    return out
 
 
 def counts(mix: Mapping[str, Sequence[dict]]) -> dict[str, int]:

@@ -2,14 +2,16 @@
 
     report/metrics.json    {"mode", "rounds": [ROUND, ...]} exactly as docs/architecture.md says
     report/details.json    what metrics.json has no room for: overlap of solved problems and its
-                           correlation, verifier losses, training sources, per round
+                           correlation, verifier losses, training sources, copied answers kept
+                           out of training and programs run without every protection, per round
     report/accuracy.png    accuracy per round per method (one panel per dataset)
     report/overlap.png     problems solved by both / only text / only code / neither, per round
     report/report.html     the figures, the tables and the configuration
     report/tensorboard/    the same scalars as TensorBoard events
 
-Everything here is a function of the markers' contents, so a resumed run writes the same
-metrics.json as one never interrupted.
+Everything here is a function of the done stages (their markers, and for the copied and
+unprotected counts the verified records their markers vouch for), so a resumed run writes the
+same metrics.json as one never interrupted.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from typing import Any
 
 from etils import epath
 
-from mmst_jax.mmst import rundir
-from mmst_jax.mmst.config import DIRECTIONS, METHODS
-from mmst_jax.records import write_json, write_text, remove
+from mmst_jax.mmst import modes, rundir
+from mmst_jax.records import DIRECTIONS, METHODS, read_parts, remove, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,17 @@ log = logging.getLogger(__name__)
 def _marker(run_dir: rundir.RunDir, r: int, stage: str) -> dict | None:
     state = rundir.stage_state(run_dir.stage(r, stage))
     return state.marker if state.done else None
+
+
+def _verified_records(run_dir: rundir.RunDir, r: int, verified: dict | None,
+                      translated: dict | None) -> tuple[list[dict], list[dict], list[dict]]:
+    """The verified samples, verified translations and verified evaluation samples of round r
+    (of the stages that are done; the evaluation's is)."""
+    own = [x for m in METHODS for x in read_parts(run_dir.stage(r, "verified") / m)] if verified else []
+    trans = ([x for d in DIRECTIONS for x in read_parts(run_dir.stage(r, "translated") / d / "verified")]
+             if translated else [])
+    evaluated = [x for d in sorted((run_dir.stage(r, "eval") / "verified").glob("*")) for x in read_parts(d)]
+    return own, trans, evaluated
 
 
 def collect(run_dir: rundir.RunDir, mode: str) -> tuple[dict, dict]:
@@ -47,6 +59,7 @@ def collect(run_dir: rundir.RunDir, mode: str) -> tuple[dict, dict]:
         translated = _marker(run_dir, r, "translated")
         v_info = verified["info"]["verified"] if verified else {}
         t_info = translated["info"]["translated"] if translated else {}
+        own, trans, evaluated = _verified_records(run_dir, r, verified, translated)
         rounds.append({
             "round": r,
             "eval": ev["info"]["eval"],
@@ -63,6 +76,8 @@ def collect(run_dir: rundir.RunDir, mode: str) -> tuple[dict, dict]:
                      "translated": translated["info"].get("lost", {}) if translated else {},
                      "eval": ev["info"].get("lost", 0)},
             "train_sources": train["info"].get("sources", {}) if train else {},
+            "copied": modes.copied_counts(own, trans),
+            "unprotected": sum(1 for x in own + trans + evaluated if x.get("unprotected")),
         })
         r += 1
     return {"mode": mode, "rounds": rounds}, {"mode": mode, "rounds": details}
@@ -189,6 +204,11 @@ def _pct(x: Any) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def _copied_cell(d: dict) -> str:
+    copied = d.get("copied", {})
+    return " / ".join(str(sum(copied.get(s, {}).values())) for s in ("self", "translation"))
+
+
 def render_html(metrics: dict, details: dict, config: str, title: str = "MMST run") -> str:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
@@ -217,7 +237,7 @@ def render_html(metrics: dict, details: dict, config: str, title: str = "MMST ru
                  + "".join(f"<th>verified {m}</th>" for m in METHODS)
                  + "".join(f"<th>{d.replace('_', ' ')} kept</th>" for d in DIRECTIONS)
                  + "".join(f"<th>train {m}</th>" for m in METHODS)
-                 + "<th>lost to the verifier</th></tr>")
+                 + "<th>lost to the verifier</th><th>copied, kept out (self / translation)</th></tr>")
     for r, d in zip(metrics["rounds"], details["rounds"]):
         lost = d["lost"]
         n_lost = sum(lost["verified"].values()) + sum(lost["translated"].values()) + lost["eval"]
@@ -227,7 +247,11 @@ def render_html(metrics: dict, details: dict, config: str, title: str = "MMST ru
                      + "".join(f"<td>{r['translated'][t]['kept']}/{r['translated'][t]['total']}</td>"
                                if t in r["translated"] else "<td></td>" for t in DIRECTIONS)
                      + "".join(f"<td>{r['train_examples'].get(m, '')}</td>" for m in METHODS)
-                     + f"<td>{n_lost}</td></tr>")
+                     + f"<td>{n_lost}</td><td>{_copied_cell(d)}</td></tr>")
+    unprotected = [d["round"] for d in details["rounds"] if d.get("unprotected")]
+    if unprotected:
+        parts.append(f"<p><b>WARNING: model-written programs ran without every sandbox protection "
+                     f"(allow_unprotected) in round(s) {', '.join(map(str, unprotected))}.</b></p>")
     parts.append("</table><h2>Overlap of solved problems (greedy)</h2><table><tr><th>round</th><th>dataset</th>"
                  "<th>both</th><th>only text</th><th>only code</th><th>neither</th><th>correlation</th></tr>")
     for d in details["rounds"]:

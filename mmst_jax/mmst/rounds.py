@@ -72,7 +72,8 @@ def verify_dir(ctx: RunContext, source: epath.Path, target: epath.Path, desc: st
     lim = ctx.config.limits
     name = part_name(ctx.host, ctx.hosts)
     files.verify_part(source / name, target / name, timeout_s=lim.timeout_s, memory_mb=lim.memory_mb,
-                      lanes=lim.lanes, restarts=lim.restarts, progress=ctx.config.progress, desc=desc)
+                      lanes=lim.lanes, restarts=lim.restarts, progress=ctx.config.progress, desc=desc,
+                      allow_unprotected=lim.allow_unprotected)
 
 
 def _verify(ctx: RunContext, r: int, d: epath.Path) -> None:

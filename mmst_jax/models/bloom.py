@@ -16,10 +16,9 @@ block (`nn.scan`) under a remat policy, so compile time does not grow with depth
 
 Masks: `attention_mask` [batch, length] marks real tokens (left or right padding, as in HF);
 `segment_ids` [batch, length] marks packed examples (0 = padding), which never see each other and
-whose ALiBi positions restart at 0. With `decode=True` the layers read a KV cache (collection
-`cache`, from `init_cache`) and the model writes this call's keys/values into it once, after the
-scanned layers; `attention_mask` covers the whole cache length. A cache may carry a shared prefix
-(keys/values [layers, heads, P, head_dim], held once for the batch) that every row attends to first.
+whose ALiBi positions restart at 0. Decoding (`cached_forward`) runs the same blocks unrolled over
+per-layer weights (`decoding_params`) and a per-layer KV cache (`init_cache`) that may carry a
+shared prefix (keys/values [heads, P, head_dim], held once for the batch) every row attends to first.
 """
 
 from __future__ import annotations
@@ -283,13 +282,15 @@ class Projection(nn.Module):
 class BloomAttention(nn.Module):
     """Multi-head attention with ALiBi and BLOOM's fused query_key_value ([heads, 3, head_dim]).
 
-    Keys come in up to three parts, scored together under one softmax:
-      prefix  [heads, P, head_dim]         a shared prefix, held once for the whole batch (decode)
-      cache   [batch, heads, C, head_dim]  this row's cached keys (decode; read-only here)
-      new     [batch, T, heads, head_dim]  the keys of this call's tokens
-    Cached keys are stored heads-major, so a decode step reads them without a transpose.
-    Returns the output [batch, T, embed] and this call's (k, v) as [batch, heads, T, head_dim],
-    which the caller writes to its cache.
+    Keys come in up to two parts, scored together under one softmax:
+      prefix  [heads, P, head_dim]         a shared prefix, held once for the whole batch
+      own     [batch, heads, C, head_dim]  the row's cache (kv_cache `cached_key`/`cached_value`),
+                                           this call's keys first written into it at columns
+                                           `write_at`[b] + t; or, without a cache, this call's keys
+    Cached keys are stored heads-major, so a decode step reads them without a transpose. Writing
+    before reading lets a loop update the cache in place (reading the old cache and writing a new
+    one would copy it). Returns the output [batch, T, embed] and the row's keys/values (the updated
+    cache, or this call's [batch, heads, T, head_dim]).
     """
 
     config: BloomConfig
@@ -312,14 +313,17 @@ class BloomAttention(nn.Module):
             pv = nn.with_logical_constraint(kv_cache["prefix_value"], ("heads", "length", "kv"))
             s = jnp.einsum("bqhd,hkd->bhqk", q, pk.astype(q.dtype), preferred_element_type=jnp.float32)
             parts.append((s / math.sqrt(cfg.head_dim) + context["prefix_bias"], pv, "bhqk,hkd->bqhd"))
+        kt, vt = (jnp.swapaxes(x, 1, 2) for x in (k, v))  # [batch, heads, T, head_dim]
         if "cached_key" in kv_cache:
-            cache_names = ("batch", "heads", "length", "kv")
-            ck = nn.with_logical_constraint(kv_cache["cached_key"], cache_names)
-            cv = nn.with_logical_constraint(kv_cache["cached_value"], cache_names)
-            s = jnp.einsum("bqhd,bhkd->bhqk", q, ck.astype(q.dtype), preferred_element_type=jnp.float32)
-            parts.append((s / math.sqrt(cfg.head_dim) + context["cache_bias"], cv, "bhqk,bhkd->bqhd"))
-        s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        parts.append((s / math.sqrt(cfg.head_dim) + bias, v, "bhqk,bkhd->bqhd"))
+            own_bias = context["cache_bias"]
+            kt, vt = (_write_rows(kv_cache[name], x.astype(kv_cache[name].dtype), kv_cache["write_at"])
+                      for name, x in (("cached_key", kt), ("cached_value", vt)))
+        else:
+            own_bias = bias
+        cache_names = ("batch", "heads", "length", "kv")
+        kt, vt = (nn.with_logical_constraint(x, cache_names) for x in (kt, vt))
+        s = jnp.einsum("bqhd,bhkd->bhqk", q, kt.astype(q.dtype), preferred_element_type=jnp.float32)
+        parts.append((s / math.sqrt(cfg.head_dim) + own_bias, vt, "bhqk,bhkd->bqhd"))
 
         scores = jnp.concatenate([p[0] for p in parts], axis=-1) if len(parts) > 1 else parts[0][0]
         probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)  # [batch, heads, q, keys]
@@ -333,8 +337,7 @@ class BloomAttention(nn.Module):
         out = nn.with_logical_constraint(out, names)
         out = Projection(cfg, (cfg.hidden_size,), ("heads", "kv", "embed"), contract=2,
                          name="dense")(out)  # [batch, length, embed]
-        new_kv = tuple(jnp.swapaxes(x, 1, 2) for x in (k, v))  # [batch, heads, T, head_dim]
-        return nn.with_logical_constraint(out, ("batch", "length", "embed")), new_kv
+        return nn.with_logical_constraint(out, ("batch", "length", "embed")), (kt, vt)
 
 
 class BloomMLP(nn.Module):
@@ -377,27 +380,18 @@ class BloomBlock(nn.Module):
         return nn.with_logical_constraint(h, ("batch", "length", "embed")), (kv if self.decode else None)
 
 
-CACHE_KEYS = ("cached_key", "cached_value")
-PREFIX_KEYS = ("prefix_key", "prefix_value")
-
-
 class BloomForCausalLM(nn.Module):
-    """BLOOM with its tied LM head. `__call__` returns logits [batch, length, vocab]
-    ([batch, 1, vocab] with last_logits_only: the last position's, all a sampler needs).
+    """BLOOM with its tied LM head: `__call__` returns logits [batch, length, vocab].
 
-    decode=True reads and writes the KV cache (collection `cache`, made by `init_cache`): this call's
-    tokens go to cache slots [index, index + length), `attention_mask` [batch, cache_length] marks the
-    slots that hold real tokens. prefill=True says the cache is empty (index 0), so attention skips
-    it. A cache made with a shared prefix lets every row attend to the prefix's keys/values first;
-    ALiBi positions of the rows' own tokens continue from the prefix length.
+    The layers are one scanned block (training, scoring). Decoding with a KV cache goes through
+    `cached_forward`, which runs the same blocks over the same parameters, unrolled.
     """
 
     config: BloomConfig
 
     @nn.compact
     def __call__(self, input_ids: Array, attention_mask: Array | None = None, *,
-                 segment_ids: Array | None = None, decode: bool = False, prefill: bool = False,
-                 last_logits_only: bool = False) -> Array:
+                 segment_ids: Array | None = None) -> Array:
         cfg = self.config
         batch, length = input_ids.shape
         embed = nn.Embed(
@@ -406,42 +400,14 @@ class BloomForCausalLM(nn.Module):
         h = embed(input_ids)  # [batch, length, embed]
         h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
         h = _layer_norm(cfg, "word_embeddings_layernorm")(h)
-
-        context, kv_cache = {}, {}
-        if decode:
-            if attention_mask is None or segment_ids is not None:
-                raise ValueError("decode=True takes attention_mask over the whole cache length "
-                                 "and no segment_ids")
-            if not self.has_variable("cache", "cached_key"):
-                raise ValueError("decode=True needs a KV cache: pass variables from init_cache(...) "
-                                 "and mutable=['cache']")
-            index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
-            cache = {name: self.get_variable("cache", name) for name in CACHE_KEYS}
-            start = index.value
-            index.value = start + length
-            prefix_length = 0
-            if self.has_variable("cache", "prefix_key"):
-                kv_cache.update({name: self.get_variable("cache", name) for name in PREFIX_KEYS})
-                prefix_length = kv_cache["prefix_key"].shape[2]  # [layers, heads, P, head_dim]
-                slopes = jnp.asarray(alibi_slopes(cfg.n_head))
-                context["prefix_bias"] = (slopes[None, :, None, None]
-                                          * jnp.arange(prefix_length, dtype=jnp.float32))  # [1, heads, 1, P]
-            positions = token_positions(attention_mask) + prefix_length  # [batch, cache_length]
-            full = attention_bias(cfg, attention_mask, positions, start + jnp.arange(length))
-            bias = jax.lax.dynamic_slice_in_dim(full, start, length, axis=3)  # [batch, heads, q, q]
-            if not prefill:  # earlier slots only: this call's own slots are scored as new keys
-                slot = jnp.arange(attention_mask.shape[-1])
-                context["cache_bias"] = jnp.where(slot < start, full, jnp.finfo(jnp.float32).min)
-                kv_cache.update(cache)
+        if segment_ids is not None:
+            valid = segment_ids != 0
+        elif attention_mask is not None:
+            valid = attention_mask
         else:
-            if segment_ids is not None:
-                valid = segment_ids != 0
-            elif attention_mask is not None:
-                valid = attention_mask
-            else:
-                valid = jnp.ones((batch, length), jnp.int32)
-            bias = attention_bias(cfg, valid, token_positions(valid, segment_ids), jnp.arange(length),
-                                  segment_ids, segment_ids)
+            valid = jnp.ones((batch, length), jnp.int32)
+        bias = attention_bias(cfg, valid, token_positions(valid, segment_ids), jnp.arange(length),
+                              segment_ids, segment_ids)
 
         block = BloomBlock
         policy = REMAT_POLICIES[cfg.remat_policy]
@@ -452,15 +418,7 @@ class BloomForCausalLM(nn.Module):
             block, variable_axes={"params": 0}, split_rngs={"params": True},
             in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.n_layer,
             metadata_params={nn.PARTITION_NAME: "layers"})
-        h, new_kv = layers(cfg, decode=decode, name="h")(h, bias, context, kv_cache)
-
-        if decode:  # write this call's keys/values [layers, batch, heads, length, head_dim] in place
-            for name, new in zip(CACHE_KEYS, new_kv):
-                old = cache[name]
-                new = nn.with_logical_constraint(new.astype(old.dtype), CACHE_AXES[name])
-                self.put_variable("cache", name, jax.lax.dynamic_update_slice_in_dim(old, new, start, axis=3))
-        if last_logits_only:
-            h = h[:, -1:]
+        h, _ = layers(cfg, name="h")(h, bias, {}, {})
         h = _layer_norm(cfg, "ln_f")(h)
         logits = embed.attend(h)  # tied LM head: [batch, length, vocab]
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
@@ -473,38 +431,124 @@ def init_params(config: BloomConfig, rng: Array, batch: int = 1, length: int = 8
     return nn.unbox(variables["params"])
 
 
-# Logical axes of every cache entry (the scanned layer axis first).
-CACHE_AXES = {
-    "cached_key": ("layers", "batch", "heads", "length", "kv"),
-    "cached_value": ("layers", "batch", "heads", "length", "kv"),
-    "prefix_key": ("layers", "heads", "length", "kv"),
-    "prefix_value": ("layers", "heads", "length", "kv"),
-    "index": (),
-}
+# --------------------------------------------------------------------------------------------
+# Cached decoding: the same blocks, unrolled over per-layer weights and per-layer caches
+# --------------------------------------------------------------------------------------------
+def decoding_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The layout `cached_forward` reads: the scanned layer stack `h` split into one tree per
+    layer (`layers`), and the tied embedding held transposed (`embedding_t` [embed, vocab]).
+    Each layer's weights are then a buffer of their own, which a decode step reads in place
+    (slicing a layer out of the stack inside the step copies it, every step), and the LM head is
+    a plain [rows, embed] x [embed, vocab] product (on CPU much faster than contracting the
+    embedding's minor axis); token lookups read its columns."""
+    stacked = params["h"]
+    n = jax.tree.leaves(stacked)[0].shape[0]
+    out = {name: value for name, value in params.items() if name not in ("h", "word_embeddings")}
+    out["embedding_t"] = jnp.transpose(params["word_embeddings"]["embedding"])
+    out["layers"] = tuple(jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(n))
+    return out
+
+
+# Logical axes of a cache entry (one array per layer).
+CACHE_AXES = {"key": ("batch", "heads", "length", "kv"), "value": ("batch", "heads", "length", "kv"),
+              "prefix_key": ("heads", "length", "kv"), "prefix_value": ("heads", "length", "kv")}
 
 
 def init_cache(config: BloomConfig, batch: int, cache_length: int, dtype=None, *,
-               prefix: Mapping[str, Array] | None = None) -> dict[str, Array]:
-    """A zero KV cache for `decode=True`: cached_key/value [layers, batch, heads, cache_length,
-    head_dim] (heads-major: a decode step reads it without a transpose) and the write index.
+               prefix: Mapping[str, Any] | None = None) -> dict[str, tuple[Array, ...]]:
+    """A zero KV cache: key/value, one [batch, heads, cache_length, head_dim] array per layer
+    (heads-major: a decode step reads it without a transpose).
 
-    prefix: the cache of a batch-1 prefill over a shared prefix (filled to its end). Its keys and
-    values are kept once, as prefix_key/value [layers, heads, P, head_dim], and every row attends
-    to them before its own cache; they are neither recomputed nor copied per row.
+    prefix: a shared prefix's prefix_key/value ([heads, P, head_dim] per layer, `prefix_entries`),
+    kept once: every row attends to them before its own cache; they are neither recomputed nor
+    copied per row.
     """
     dtype = dtype or config.compute_dtype
-    shape = (config.n_layer, batch, config.n_head, cache_length, config.head_dim)
-    cache = {"cached_key": jnp.zeros(shape, dtype), "cached_value": jnp.zeros(shape, dtype),
-             "index": jnp.zeros((), jnp.int32)}
+    shape = (batch, config.n_head, cache_length, config.head_dim)
+    cache = {name: tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)) for name in ("key", "value")}
     if prefix is not None:
-        if prefix["cached_key"].shape[1] != 1:
-            raise ValueError(f"a shared prefix comes from a batch-1 cache, got batch "
-                             f"{prefix['cached_key'].shape[1]}")
-        cache["prefix_key"] = prefix["cached_key"][:, 0].astype(dtype)
-        cache["prefix_value"] = prefix["cached_value"][:, 0].astype(dtype)
+        cache.update({name: tuple(x.astype(dtype) for x in arrays) for name, arrays in prefix.items()})
     return cache
 
 
-def cache_logical_axes(cache: Mapping[str, Array]) -> dict[str, jax.sharding.PartitionSpec]:
-    """The logical PartitionSpec of every entry of a cache from `init_cache`."""
-    return {name: jax.sharding.PartitionSpec(*CACHE_AXES[name]) for name in cache}
+def prefix_entries(prefix: Mapping[str, Any], dtype=None) -> dict[str, tuple[Array, ...]]:
+    """prefix_key/value of a batch-1 cache (the keys and values of a shared prefix)."""
+    if prefix["key"][0].shape[0] != 1:
+        raise ValueError(f"a shared prefix comes from a batch-1 cache, got batch {prefix['key'][0].shape[0]}")
+    return {f"prefix_{name}": tuple(x[0].astype(dtype or x.dtype) for x in prefix[name])
+            for name in ("key", "value")}
+
+
+def cache_logical_axes(cache: Mapping[str, Any]) -> dict[str, Any]:
+    """The logical PartitionSpec of every array of a cache from `init_cache`."""
+    return {name: tuple(jax.sharding.PartitionSpec(*CACHE_AXES[name]) for _ in arrays)
+            for name, arrays in cache.items()}
+
+
+def cached_forward(config: BloomConfig, params: Mapping[str, Any], cache: Mapping[str, Any],
+                   input_ids: Array, lengths: Array, *, empty: bool = False,
+                   logits_at: Array | None = None) -> tuple[Array, dict]:
+    """The model over a KV cache: row b's next T tokens `input_ids` [batch, T], after the
+    `lengths[b]` tokens its cache already holds (columns [0, lengths[b]) of `cache`, behind the
+    shared prefix if the cache has one).
+
+    Row b's tokens attend to the prefix, its cached tokens and its own earlier tokens of this
+    call, with ALiBi positions P + lengths[b] + t, exactly as the whole sequence would in
+    `BloomForCausalLM`. Tokens after a row's real ones (right padding) change nothing before them.
+    params: `decoding_params(...)`. empty: nothing is cached yet (a prefill): the cache is not
+    read, and the returned cache holds just this call's keys/values ([batch, heads, T, head_dim]).
+    Otherwise they are written at columns lengths[b] + t (the caller keeps them inside the cache).
+    Returns (logits [batch, vocab] fp32 at this call's position logits_at [batch] (default the
+    last), the cache).
+    """
+    cfg = config
+    batch, length = input_ids.shape
+    lengths = jnp.asarray(lengths, jnp.int32)
+    embedding_t = params["embedding_t"]  # [embed, vocab]
+    h = jnp.moveaxis(jnp.take(embedding_t, input_ids, axis=1), 0, -1).astype(cfg.compute_dtype)  # [batch, T, embed]
+    h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
+    h = _layer_norm(cfg, "ln").apply({"params": params["word_embeddings_layernorm"]}, h)
+
+    slopes = jnp.asarray(alibi_slopes(cfg.n_head))[None, :, None, None]  # [1, heads, 1, 1]
+    big_neg = jnp.finfo(jnp.float32).min
+    has_prefix = "prefix_key" in cache
+    prefix_length = cache["prefix_key"][0].shape[1] if has_prefix else 0
+    t = jnp.arange(length)
+    own = (prefix_length + lengths[:, None] + t[None, :]).astype(jnp.float32)  # [batch, T] positions
+    causal = t[None, :] <= t[:, None]  # [q, k]
+    bias = jnp.where(causal[None, None], slopes * own[:, None, None, :], big_neg)  # [batch, heads, T, T]
+    context = {}
+    if has_prefix:
+        context["prefix_bias"] = slopes * jnp.arange(prefix_length, dtype=jnp.float32)  # [1, heads, 1, P]
+    if not empty:  # query t of row b sees its cache columns up to its own, lengths[b] + t
+        column = jnp.arange(cache["key"][0].shape[2])
+        seen = column[None, None, :] <= lengths[:, None, None] + t[None, :, None]  # [batch, T, C]
+        context["cache_bias"] = jnp.where(seen[:, None], slopes * (prefix_length + column).astype(jnp.float32),
+                                          big_neg)  # [batch, heads, T, C]
+
+    block = BloomBlock(cfg, decode=True)
+    new = {"key": [], "value": []}
+    for i, layer in enumerate(params["layers"]):
+        kv = {}
+        if has_prefix:
+            kv.update(prefix_key=cache["prefix_key"][i], prefix_value=cache["prefix_value"][i])
+        if not empty:
+            kv.update(cached_key=cache["key"][i], cached_value=cache["value"][i], write_at=lengths)
+        h, (k, v) = block.apply({"params": layer}, h, bias, context, kv)
+        new["key"].append(k)
+        new["value"].append(v)
+
+    at = jnp.full((batch,), length - 1, jnp.int32) if logits_at is None else logits_at
+    h = jnp.take_along_axis(h, at[:, None, None], axis=1)[:, 0]  # [batch, embed]
+    h = _layer_norm(cfg, "ln").apply({"params": params["ln_f"]}, h)
+    logits = jnp.dot(h, embedding_t.astype(cfg.compute_dtype), preferred_element_type=jnp.float32)
+    out = {name: tuple(arrays) for name, arrays in new.items()}
+    if has_prefix:
+        out.update(prefix_key=cache["prefix_key"], prefix_value=cache["prefix_value"])
+    return nn.with_logical_constraint(logits, ("batch", "vocab")), out
+
+
+def _write_rows(cache: Array, new: Array, start: Array) -> Array:
+    """cache [batch, heads, C, head_dim] with new [batch, heads, T, head_dim] written at columns
+    start[b] .. start[b] + T of row b (in place inside a loop)."""
+    return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice_in_dim(c, x, s, axis=1))(cache, new, start)

@@ -42,3 +42,21 @@ def cache_shardings(cache: Any, mesh, rules=None) -> Any:
 
     return sharding.logical_to_sharding(cache_logical_axes(cache), mesh, rules or sharding.DEFAULT_RULES,
                                         shapes=cache)
+
+
+def decoding_param_shardings(config: BloomConfig, mesh, rules=None) -> Any:
+    """A NamedSharding per parameter of `bloom.decoding_params`: each layer's as in the stack,
+    without the layer axis; the transposed embedding's axes swapped."""
+    import jax
+
+    from mmst_jax import sharding
+
+    def is_spec(x):
+        return isinstance(x, jax.sharding.PartitionSpec)
+
+    specs = sharding.logical_specs(abstract_params(config))
+    layer = jax.tree.map(lambda s: jax.sharding.PartitionSpec(*tuple(s)[1:]), specs["h"], is_leaf=is_spec)
+    tree = {name: spec for name, spec in specs.items() if name not in ("h", "word_embeddings")}
+    tree["embedding_t"] = jax.sharding.PartitionSpec(*reversed(tuple(specs["word_embeddings"]["embedding"])))
+    tree["layers"] = (layer,) * config.n_layer
+    return sharding.logical_to_sharding(tree, mesh, rules or sharding.DEFAULT_RULES)

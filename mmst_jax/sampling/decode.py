@@ -1,35 +1,36 @@
-"""KV-cached sampling: one prefill pass, then a compiled decode loop (no Python per token).
+"""The compiled programs of continuous batching: prefill, insert, generate (JetStream's split).
 
-    logits_t = model(token_{t-1} | cache)          # [batch, vocab]
+A fixed number of slots decode together in one compiled loop, each holding one row (a prompt and
+a sample index) or nothing:
+
+    prefill   problems' prompts [B, L] (right-padded) after the shared prefix -> their keys/values
+              and each one's next-token logits; a problem is prefilled once for all its samples
+    insert    rows into free slots: a problem's keys/values copied into the slot's cache, the
+              row's first token drawn from the problem's logits with the row's own key
+    generate  decode steps, every slot at its own length, until enough slots are free to refill
+              (or every row has stopped): a row stops at EOS, a stop string or its token limit
+
+    logits_t = model(token_{t-1} | cache)          # [slots, vocab]
     token_t  ~ softmax(filter(logits_t / T))       # greedy when T == 0; top-k, then top-p
-    stop a row at EOS, at a stop string or after max_new_tokens; end when every row has stopped
+
+Randomness is per row: a row draws its token t from fold_in(row_key, t), so its tokens depend on
+its key alone — not on its slot, its neighbours, the number of slots or the mesh. `row_keys(seed,
+prompt, sample)` gives every (prompt, sample index) its own key. `mmst_jax.sampling.sampler.Sampler`
+drives these programs from the host.
 
 Top-k and top-p thresholds are found exactly by bisection over fp32 bit patterns and a token is
-drawn by inverse CDF (one uniform per row): no sort and no random number per vocabulary entry,
-both of which are slow on CPU (a [16, 32000] sort took ~90 ms a step, more than the model).
-
-Prompts are left-padded to one length, so every row writes its new tokens at the same cache slot;
-the cache-length attention mask tells the model which slots hold real tokens, and ALiBi positions
-follow from it exactly as in `transformers`.
-
-Shared prefix: when every row starts with the same tokens (a few-shot block), `prefill_prefix` runs
-them once (batch 1) and the rows attend to those keys/values, held once, before their own cache
-(`bloom.init_cache(..., prefix=...)`); only the rows' own suffixes are prefilled per row.
-
-Randomness is per row: row r draws step t from fold_in(row_key[r], t), so a row's sample depends on
-its key alone — not on the batch it is in, the batch size or the mesh. `row_keys(seed, prompt,
-sample)` gives every (prompt, sample index) its own key.
+drawn by inverse CDF over blocks of the vocabulary (one uniform per row): no sort and no random
+number per vocabulary entry, both of which are slow on CPU.
 
 Stop strings are matched on bytes inside the loop by an automaton over tokens
-(`mmst_jax.sampling.stop_strings.StopStrings`), found even when they start or end inside a token. The
-returned text is cut before the stop string.
+(`mmst_jax.sampling.stop_strings.StopStrings`), found even when they start or end inside a token.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 from flax import struct
@@ -37,7 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, cache_logical_axes, init_cache
+from mmst_jax.models.bloom import (BloomConfig, cache_logical_axes, cached_forward, decoding_params,
+                                   init_cache, prefix_entries)
 from mmst_jax.sampling.stop_strings import StopStrings, token_bytes  # noqa: F401 (part of the sampler's API)
 
 
@@ -92,51 +94,58 @@ def _threshold(logits: jax.Array, weight: jax.Array, limit: float) -> jax.Array:
     """The smallest kept logit per row [batch, 1], found exactly without sorting the vocabulary.
 
     A token with logit l is kept iff weight(logits > l) < limit (weight 1: top-k with limit k;
-    weight = probability: top-p). That predicate is monotone in l, so a bisection over the 2^32
-    ordered fp32 bit patterns (32 masked sums over the vocabulary, far cheaper than a sort or
-    top_k on CPU) finds the least pattern T for which it holds: keep l >= T.
+    weight = probability: top-p). That predicate is monotone in l, so a bisection over the
+    ordered fp32 bit patterns between the row's least and greatest logit (a masked sum over the
+    vocabulary per halving, far cheaper than a sort on CPU) finds the least pattern T for which it
+    holds: keep l >= T. The loop ends as soon as every row's interval is one pattern.
     """
     keys = _sortable(logits)  # [batch, vocab]
 
-    def body(_, bounds):  # invariant: the predicate fails below lo and holds at hi
+    def body(bounds):  # invariant: the predicate fails below lo and holds at hi
         lo, hi = bounds
         mid = lo + (hi - lo) // 2
         holds = jnp.sum(jnp.where(keys > mid[:, None], weight, 0.0), axis=-1) < limit
         return jnp.where(holds, lo, mid + 1), jnp.where(holds, mid, hi)
 
     bounds = (jnp.min(keys, axis=-1), jnp.max(keys, axis=-1))  # the largest logit is always kept
-    lo, _ = jax.lax.fori_loop(0, 32, body, bounds)
+    lo, _ = jax.lax.while_loop(lambda b: jnp.any(b[0] < b[1]), body, bounds)
     bits = jnp.where(lo >> 31 == 1, lo & jnp.uint32(0x7FFFFFFF), ~lo)  # back to fp32 bits
     return jax.lax.bitcast_convert_type(bits, jnp.float32)[:, None]
 
 
 def next_token(logits: jax.Array, keys: jax.Array, sampling: SamplingConfig) -> jax.Array:
     """One token per row from fp32 logits [batch, vocab]; keys [batch]: one key per row."""
-    if sampling.temperature == 0.0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    if sampling.temperature == 0.0:  # argmax (its first index), as two plain reductions: on CPU
+        # several times faster than XLA's (value, index) reduction
+        top = jnp.max(logits, axis=-1, keepdims=True)
+        index = jnp.arange(logits.shape[-1], dtype=jnp.int32)
+        return jnp.min(jnp.where(logits == top, index, logits.shape[-1]), axis=-1)
     logits = filter_logits(logits / sampling.temperature, sampling.top_k, sampling.top_p)
     probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))  # unnormalised, 0 if filtered
     u = jax.vmap(jax.random.uniform)(keys)  # [batch]: one uniform per row, not one per token
     return _inverse_cdf(probs, u * jnp.sum(probs, axis=-1))
 
 
-def _inverse_cdf(weights: jax.Array, target: jax.Array) -> jax.Array:
-    """Per row the least index i with sum(weights[:i + 1]) > target, by bisection over the index
-    (log2(vocab) masked sums): token i is drawn with probability weights[i] / sum(weights) when
-    target is uniform in [0, sum). A Gumbel-max draw would need a random number per token.
+def _inverse_cdf(weights: jax.Array, target: jax.Array, block: int = 128) -> jax.Array:
+    """Per row the least index i with sum(weights[:i + 1]) > target: token i is drawn with
+    probability weights[i] / sum(weights) when target is uniform in [0, sum). Two passes instead of
+    a bisection's log2(vocab): the block holding the target (cumulative block sums), then the
+    index inside it. A Gumbel-max draw would need a random number per token.
     weights [batch, vocab] >= 0, target [batch]."""
-    index = jnp.arange(weights.shape[-1])
-    last = jnp.max(jnp.where(weights > 0, index, 0), axis=-1)  # rounding never picks a filtered token
-
-    def body(_, bounds):  # invariant: the answer lies in [lo, hi]
-        lo, hi = bounds
-        mid = (lo + hi) // 2
-        above = jnp.sum(jnp.where(index <= mid[:, None], weights, 0.0), axis=-1) > target
-        return jnp.where(above, lo, mid + 1), jnp.where(above, mid, hi)
-
-    steps = max(int(np.ceil(np.log2(weights.shape[-1]))), 1)
-    lo, _ = jax.lax.fori_loop(0, steps, body, (jnp.zeros_like(last), last))
-    return lo.astype(jnp.int32)
+    batch, vocab = weights.shape
+    width = -(-vocab // block) * block
+    padded = jnp.pad(weights, ((0, 0), (0, width - vocab))).reshape(batch, width // block, block)
+    sums = jnp.sum(padded, axis=-1)  # [batch, blocks]
+    ends = jnp.cumsum(sums, axis=-1)
+    last_block = jnp.max(jnp.where(sums > 0, jnp.arange(sums.shape[1]), 0), axis=-1)
+    chosen = jnp.minimum(jnp.sum(ends <= target[:, None], axis=-1), last_block)
+    before = jnp.where(chosen > 0, jnp.take_along_axis(ends, jnp.maximum(chosen - 1, 0)[:, None], 1)[:, 0], 0.0)
+    inside = jnp.take_along_axis(padded, chosen[:, None, None], axis=1)[:, 0]  # [batch, block]
+    cdf = before[:, None] + jnp.cumsum(inside, axis=-1)
+    positive = inside > 0  # rounding never picks a filtered token: at most the block's last kept one
+    last = jnp.max(jnp.where(positive, jnp.arange(block), 0), axis=-1)
+    offset = jnp.minimum(jnp.sum(cdf <= target[:, None], axis=-1), last)
+    return (chosen * block + offset).astype(jnp.int32)
 
 
 def row_keys(seed: int, prompt_index: Sequence[int], sample_index: Sequence[int]) -> jax.Array:
@@ -146,9 +155,6 @@ def row_keys(seed: int, prompt_index: Sequence[int], sample_index: Sequence[int]
     return fold(jnp.asarray(prompt_index, jnp.uint32), jnp.asarray(sample_index, jnp.uint32))
 
 
-# --------------------------------------------------------------------------------------------
-# Compiled prefill and decode loop
-# --------------------------------------------------------------------------------------------
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, length: int | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
     """Token lists -> (ids [batch, length], mask [batch, length]) padded on the left."""
@@ -168,249 +174,152 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, length: int | None =
     return ids, mask
 
 
-class DecodeState(struct.PyTreeNode):
-    """The decode loop's carry, after `step` tokens of every row have been chosen."""
+# --------------------------------------------------------------------------------------------
+# The slots and the three programs
+# --------------------------------------------------------------------------------------------
+# A key's data (uint32), from shapes alone: importing this module must not start a JAX backend
+# (jax.distributed.initialize comes first on several hosts).
+_KEY_SHAPE = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
 
-    step: jax.Array  # []: tokens[:, :step] are chosen; the next step feeds tokens[:, step - 1]
-    cache: dict[str, jax.Array]  # the model's KV cache (`init_cache`), filled up to the last token
-    mask: jax.Array  # [batch, cache_length] int32: 1 at the slots that hold a real token
-    tokens: jax.Array  # [batch, max_new_tokens] int32: the new tokens, pad_id once a row stopped
-    stop_state: jax.Array  # [batch] int32: each row's state in the stop-string automaton
-    done: jax.Array  # [batch] bool: the rows that have stopped (EOS, a stop string)
-    lengths: jax.Array  # [batch] int32: each row's new tokens, the one it stopped on included
+
+@dataclasses.dataclass(frozen=True)
+class TokenRules:
+    """What a row's tokens obey besides the model: the token choice, EOS, the stop automaton
+    (table [states, vocab]; its last state means matched), the padding token."""
+
+    sampling: SamplingConfig
+    eos_id: int | None
+    pad_id: int
+
+
+class Slots(struct.PyTreeNode):
+    """The decode loop's state: `slots` rows decoding at once, each slot one row or free."""
+
+    cache: dict  # per layer [slots, heads, C, head_dim] (+ the shared prefix, held once)
+    lengths: jax.Array  # [slots] int32: tokens in the slot's cache (its prompt, then its new tokens)
+    last: jax.Array  # [slots] int32: the last chosen token, cached at the next step
+    tokens: jax.Array  # [slots, max_new_tokens] int32: the row's new tokens, pad_id after them
+    count: jax.Array  # [slots] int32: new tokens chosen so far
+    limit: jax.Array  # [slots] int32: the row's token limit
+    keys: jax.Array  # [slots, ...] uint32: the row's key (its data)
+    stop_state: jax.Array  # [slots] int32: the row's state in the stop automaton
+    done: jax.Array  # [slots] bool: the row has stopped, or the slot is free
+    steps: jax.Array  # []: decode steps run so far
+
+
+def _choose(logits, keys, count, stop_state, done, rules: TokenRules, stop_table):
+    """(token, stop_state, stopped) of every row after its logits [rows, vocab]; done rows keep
+    their state and get pad_id."""
+    step_keys = jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(keys), count)
+    token = jnp.where(done, rules.pad_id, next_token(logits, step_keys, rules.sampling))
+    stopped = done
+    if rules.eos_id is not None:
+        stopped = stopped | (token == rules.eos_id)
+    if stop_table is not None:
+        stop_state = jnp.where(done, stop_state, stop_table[stop_state, token])
+        stopped = stopped | (stop_state == stop_table.shape[0] - 1)
+    return token, stop_state, stopped
+
+
+@functools.partial(jax.jit, static_argnames=("config", "slots", "cache_length", "max_new_tokens"))
+def empty_slots(prefix: dict | None, *, config: BloomConfig, slots: int, cache_length: int,
+                max_new_tokens: int) -> Slots:
+    """Every slot free: a zero cache of `cache_length` columns behind the shared prefix."""
+    cache = init_cache(config, slots, cache_length, prefix=prefix)
+    cache = nn.with_logical_constraint(cache, cache_logical_axes(cache))
+    zeros = jnp.zeros((slots,), jnp.int32)
+    return Slots(cache=cache, lengths=zeros, last=zeros, tokens=jnp.zeros((slots, max_new_tokens), jnp.int32),
+                 count=zeros, limit=zeros, keys=jnp.zeros((slots, *_KEY_SHAPE), jnp.uint32), stop_state=zeros,
+                 done=jnp.ones((slots,), bool), steps=jnp.zeros((), jnp.int32))
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def prefill_prefix(params, prefix_ids: jax.Array, *, config: BloomConfig) -> dict[str, jax.Array]:
-    """The batch-1 cache of a shared prefix, prefix_ids [1, P], for `init_cache(prefix=...)`."""
-    length = prefix_ids.shape[1]
-    cache = init_cache(config, 1, length)
-    _, variables = BloomForCausalLM(config).apply(
-        {"params": params, "cache": cache}, prefix_ids, jnp.ones_like(prefix_ids), decode=True,
-        prefill=True, last_logits_only=True, mutable=["cache"])
-    return variables["cache"]
+def prefill_prefix(params, prefix_ids: jax.Array, *, config: BloomConfig) -> dict:
+    """prefix_key/value of a shared prefix prefix_ids [1, P] (params: `decoding_params`)."""
+    _, cache = cached_forward(config, params, {}, prefix_ids, jnp.zeros((1,), jnp.int32), empty=True)
+    return prefix_entries(cache)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampling", "eos_id", "pad_id", "cache_length"))
-def decode(params, prompt_ids: jax.Array, prompt_mask: jax.Array, keys: jax.Array, *,
-           config: BloomConfig, sampling: SamplingConfig, eos_id: int | None, pad_id: int,
-           prefix: dict | None = None, stop_table: jax.Array | None = None,
-           cache_length: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Samples continuations of left-padded prompts (after a shared prefix if `prefix` is given).
-
-    prompt_ids, prompt_mask [batch, T]; keys [batch] (one per row) or [] (split per row).
-    Returns (tokens [batch, max_new_tokens], lengths [batch], steps []): row r's new tokens are
-    tokens[r, :lengths[r]], the last being EOS or the token that completed a stop string when the
-    row stopped on one; pad_id after. steps: decode steps run (fewer than max_new_tokens when every
-    row stopped early).
-    """
-    model = BloomForCausalLM(config)
-    batch, prompt_length = prompt_ids.shape
-    steps = sampling.max_new_tokens
-    cache_length = cache_length or prompt_length + steps
-    if prompt_length + steps > cache_length:
-        raise SamplingError(f"prompts of {prompt_length} tokens plus {steps} new tokens need "
-                            f"{prompt_length + steps} cache slots; the cache has {cache_length}")
-    if keys.ndim == 0:
-        keys = jax.vmap(lambda r: jax.random.fold_in(keys, r))(jnp.arange(batch))
-    mask = jnp.zeros((batch, cache_length), jnp.int32).at[:, :prompt_length].set(prompt_mask)
-    cache = init_cache(config, batch, cache_length, prefix=prefix)
-    cache = nn.with_logical_constraint(cache, cache_logical_axes(cache))
-
-    def choose(logits, step, stop_state, done):
-        """(token [batch], stop_state [batch], stopped [batch]) after the step's logits."""
-        step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
-        token = next_token(logits[:, -1].astype(jnp.float32), step_keys, sampling)
-        token = jnp.where(done, pad_id, token)
-        stopped = done
-        if eos_id is not None:
-            stopped = stopped | (token == eos_id)
-        if stop_table is not None:
-            stop_state = jnp.where(done, stop_state, stop_table[stop_state, token])
-            stopped = stopped | (stop_state == stop_table.shape[0] - 1)  # the last state: matched
-        return token, stop_state, stopped
-
-    logits, variables = model.apply({"params": params, "cache": cache}, prompt_ids, mask, decode=True,
-                                    prefill=True, last_logits_only=True, mutable=["cache"])
-    no = jnp.zeros((batch,), bool)
-    token, stop_state, done = choose(logits, 0, jnp.zeros((batch,), jnp.int32), no)
-    start = DecodeState(step=jnp.asarray(1), cache=variables["cache"], mask=mask,
-                        tokens=jnp.full((batch, steps), pad_id, jnp.int32).at[:, 0].set(token),
-                        stop_state=stop_state, done=done, lengths=jnp.ones((batch,), jnp.int32))
-
-    def cond(s: DecodeState):
-        return (s.step < steps) & ~jnp.all(s.done)
-
-    def body(s: DecodeState) -> DecodeState:
-        slot = prompt_length + s.step - 1  # where the last chosen token goes
-        mask = jax.lax.dynamic_update_slice_in_dim(s.mask, jnp.ones((batch, 1), jnp.int32), slot, axis=1)
-        last = jax.lax.dynamic_slice_in_dim(s.tokens, s.step - 1, 1, axis=1)  # [batch, 1]
-        logits, variables = model.apply({"params": params, "cache": s.cache}, last, mask,
-                                        decode=True, mutable=["cache"])
-        token, stop_state, stopped = choose(logits, s.step, s.stop_state, s.done)
-        return DecodeState(
-            step=s.step + 1, cache=variables["cache"], mask=mask,
-            tokens=jax.lax.dynamic_update_slice_in_dim(s.tokens, token[:, None], s.step, axis=1),
-            stop_state=stop_state, done=stopped, lengths=s.lengths + (~s.done).astype(jnp.int32))
-
-    end = jax.lax.while_loop(cond, body, start)
-    return end.tokens, end.lengths, end.step
+@functools.partial(jax.jit, static_argnames=("config",))
+def prefill(params, prefix: dict | None, ids: jax.Array, lengths: jax.Array, *, config: BloomConfig
+            ) -> tuple[dict, jax.Array]:
+    """Problems' prompts after the shared prefix: ids [B, L] right-padded, lengths [B] real tokens.
+    Returns (their keys/values, per layer [B, heads, L, head_dim]; logits [B, vocab] after each
+    one's last real token)."""
+    logits, cache = cached_forward(config, params, prefix or {}, ids, jnp.zeros_like(lengths), empty=True,
+                                   logits_at=lengths - 1)
+    return {name: cache[name] for name in ("key", "value")}, logits
 
 
-def generate(params, prompt_ids, prompt_mask, rng, *, config: BloomConfig, sampling: SamplingConfig,
-             eos_id: int | None, pad_id: int, **options) -> jax.Array:
-    """`decode`'s tokens [batch, max_new_tokens] alone (EOS kept, pad_id after it)."""
-    return decode(params, prompt_ids, prompt_mask, rng, config=config, sampling=sampling,
-                  eos_id=eos_id, pad_id=pad_id, **options)[0]
+@functools.partial(jax.jit, static_argnames=("rules",), donate_argnums=(0,))
+def insert(state: Slots, kv: dict, logits: jax.Array, lengths: jax.Array, slots: jax.Array,
+           sources: jax.Array, keys: jax.Array, limits: jax.Array, *, rules: TokenRules,
+           stop_table: jax.Array | None = None) -> Slots:
+    """Starts rows in slots: row f goes to slot slots[f] (>= the number of slots: no row), from
+    prefilled problem sources[f] of `prefill`'s (kv, logits, lengths), with key data keys[f] and
+    token limit limits[f]; its first token is drawn here (its token 0)."""
+    zero = jnp.zeros_like(slots)
+    first, stop_state, stopped = _choose(logits[sources], keys, zero, zero, jnp.zeros(slots.shape, bool),
+                                         rules, stop_table)
+    stopped = stopped | (limits <= 1)
+    width = kv["key"][0].shape[2]
+    cache = dict(state.cache)
+    for name in ("key", "value"):
+        cache[name] = tuple(c.at[slots, :, :width].set(x[sources].astype(c.dtype), mode="drop")
+                            for c, x in zip(state.cache[name], kv[name]))
+    tokens = jnp.full((slots.shape[0], state.tokens.shape[1]), rules.pad_id, jnp.int32).at[:, 0].set(first)
+
+    def put(x, value):
+        return x.at[slots].set(value, mode="drop")
+
+    return Slots(cache=cache, lengths=put(state.lengths, lengths[sources]), last=put(state.last, first),
+                 tokens=put(state.tokens, tokens), count=put(state.count, zero + 1),
+                 limit=put(state.limit, limits), keys=put(state.keys, keys),
+                 stop_state=put(state.stop_state, stop_state), done=put(state.done, stopped), steps=state.steps)
 
 
-# --------------------------------------------------------------------------------------------
-# Batches of token prompts on a mesh
-# --------------------------------------------------------------------------------------------
-def shared_prefix_length(prompts: Sequence[Sequence[int]], bucket: int = 1) -> int:
-    """Tokens every prompt starts with, leaving each at least one token of its own, rounded down
-    to a multiple of `bucket` (so that batches share compiled shapes)."""
-    first, shortest = prompts[0], min(len(p) for p in prompts)
-    n = 0
-    while n < shortest - 1 and all(p[n] == first[n] for p in prompts):
-        n += 1
-    return n // bucket * bucket
+@functools.partial(jax.jit, static_argnames=("config", "rules"), donate_argnums=(1,))
+def generate(params, state: Slots, want_free: jax.Array, *, config: BloomConfig, rules: TokenRules,
+             stop_table: jax.Array | None = None) -> Slots:
+    """Decode steps until at least `want_free` slots are free (or every row has stopped). Each
+    step caches every slot's last token at its own column and chooses the row's next one."""
+    rows = jnp.arange(state.done.shape[0])
+
+    def cond(s: Slots):
+        return (jnp.sum(s.done) < want_free) & ~jnp.all(s.done)
+
+    def body(s: Slots) -> Slots:
+        logits, cache = cached_forward(config, params, s.cache, s.last[:, None], s.lengths)
+        token, stop_state, stopped = _choose(logits, s.keys, s.count, s.stop_state, s.done, rules, stop_table)
+        live = ~s.done
+        at = jnp.where(live, s.count, s.tokens.shape[1])  # a stopped row writes nowhere
+        count = s.count + live
+        return s.replace(cache=cache, lengths=s.lengths + live, last=jnp.where(live, token, s.last),
+                         tokens=s.tokens.at[rows, at].set(token, mode="drop"), count=count,
+                         stop_state=stop_state, done=stopped | (count >= s.limit), steps=s.steps + 1)
+
+    return jax.lax.while_loop(cond, body, state)
 
 
-def _round_up(n: int, bucket: int) -> int:
-    return -(-n // bucket) * bucket
+def lower_decode_step(config: BloomConfig, mesh, rules, *, slots: int, cache_length: int):
+    """The lowered decode step of `slots` rows against a KV cache of `cache_length` columns, with
+    the parameters and the cache placed by their logical axes (for `mmst plan`)."""
+    from mmst_jax import sharding
+    from mmst_jax.models import shardings
 
+    params = jax.eval_shape(decoding_params, nn.unbox(shardings.abstract_params(config)))
+    param_shardings = shardings.decoding_param_shardings(config, mesh, rules)
+    cache = jax.eval_shape(lambda: init_cache(config, slots, cache_length))
+    cache_shardings = shardings.cache_shardings(cache, mesh, rules)
+    rows = sharding.batch_sharding(mesh, rules, ndim=1)
+    token = jax.ShapeDtypeStruct((slots,), jnp.int32, sharding=rows)
 
-class Sampler:
-    """Samples continuations of token prompts, one row per (prompt, key), on an optional mesh.
+    def step(params, cache, token, lengths):
+        logits, cache = cached_forward(config, params, cache, token[:, None], lengths)
+        return jnp.argmax(logits, axis=-1), cache
 
-    The rows' common prefix (if `share_prefix` and at least `length_bucket` tokens) is prefilled
-    once and shared; the last one is reused while the next batch starts with the same tokens.
-    Prompt lengths are padded to multiples of `length_bucket` so that batches reuse compiled code.
-    With a mesh the parameters are placed by their logical axes and the rows split over the
-    `batch` rule's mesh axes (padded to a multiple of them); each row's tokens depend only on its
-    key, so the results do not depend on the mesh. On a mesh spanning several hosts a call is one
-    computation of them all: every host passes the same rows and gets every row back.
-    """
-
-    def __init__(self, config: BloomConfig, params, sampling: SamplingConfig, *, eos_id: int | None,
-                 pad_id: int, stop: StopStrings | None = None, mesh=None, rules=None,
-                 max_cache_length: int | None = None, share_prefix: bool = True, length_bucket: int = 64):
-        self.config, self.sampling, self.stop = config, sampling, stop
-        self.eos_id, self.pad_id = eos_id, pad_id
-        self.mesh, self.max_cache_length = mesh, max_cache_length
-        self.share_prefix, self.length_bucket = share_prefix, length_bucket
-        self._prefix: tuple[tuple[int, ...], Any] | None = None
-        self.shared_tokens = 0  # how many prompt tokens the last batch shared
-        self._stop_table = None if stop is None else jnp.asarray(stop.device_table)
-        if stop is not None and stop.table.shape[1] > config.vocab_size:
-            raise SamplingError(f"the stop strings' vocabulary has {stop.table.shape[1]} tokens, more than "
-                                f"the model's {config.vocab_size}")
-        if stop is not None and stop.table.shape[1] < config.vocab_size:  # ids the tokenizer lacks
-            pad = np.tile(np.arange(stop.num_live + 1, dtype=np.int32)[:, None],
-                          (1, config.vocab_size - stop.table.shape[1]))
-            self._stop_table = jnp.asarray(np.concatenate([stop.device_table, pad], axis=1))
-        self.row_multiple = 1
-        if mesh is not None:
-            from mmst_jax import sharding
-
-            self.rules = rules or sharding.DEFAULT_RULES
-            from mmst_jax.models.shardings import param_shardings
-
-            params = sharding.place(params, param_shardings(config, mesh, self.rules))
-            self._rows = sharding.logical_to_sharding(jax.sharding.PartitionSpec("batch"), mesh, self.rules)
-            self.row_multiple = int(np.prod([mesh.shape[a] for a in self._mesh_axes(self._rows)]))
-        self.params = params
-
-    @staticmethod
-    def _mesh_axes(sharding) -> list[str]:
-        axes = sharding.spec[0] if len(sharding.spec) else None
-        return [] if axes is None else ([axes] if isinstance(axes, str) else list(axes))
-
-    def _context(self):
-        import contextlib
-
-        if self.mesh is None:
-            return contextlib.nullcontext()
-        stack = contextlib.ExitStack()
-        stack.enter_context(jax.set_mesh(self.mesh))
-        stack.enter_context(nn.logical_axis_rules(self.rules))
-        return stack
-
-    def _put(self, x: np.ndarray | jax.Array) -> jax.Array:
-        """A batch (the same on every host) as a global array, its rows split over the mesh; each
-        host puts only its own devices' rows (no cross-host check or transfer)."""
-        if self.mesh is None:
-            return jnp.asarray(x)
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(self._put(np.asarray(jax.random.key_data(x))),
-                                            impl=jax.random.key_impl(x))
-        from mmst_jax import sharding
-
-        spec = jax.sharding.PartitionSpec(self._rows.spec[0], *([None] * (x.ndim - 1)))
-        return sharding.place(np.asarray(x), jax.sharding.NamedSharding(self.mesh, spec))
-
-    def __call__(self, prompts: Sequence[Sequence[int]], keys: jax.Array) -> list[list[int]]:
-        """Rows' new tokens (EOS dropped; a stop string's last token kept: cut its text with
-        `stop.truncate`). prompts: token lists, one per row; keys [rows]: one key per row."""
-        if not len(prompts):
-            raise SamplingError("no prompts to sample from")
-        if any(len(p) == 0 for p in prompts):
-            raise SamplingError("a prompt is empty: every prompt needs at least one token")
-        if len(keys) != len(prompts):
-            raise SamplingError(f"{len(prompts)} prompts but {len(keys)} keys: give one key per row")
-        steps, longest = self.sampling.max_new_tokens, max(len(p) for p in prompts)
-        if self.max_cache_length is not None and longest + steps > self.max_cache_length:
-            raise SamplingError(
-                f"a prompt of {longest} tokens plus max_new_tokens={steps} needs {longest + steps} cache "
-                f"slots but the cache holds {self.max_cache_length}: shorten the prompt, lower "
-                "max_new_tokens or raise max_cache_length")
-        rows = len(prompts)
-        extra = -rows % self.row_multiple  # pad the batch to divide over the mesh
-        prompts = list(prompts) + [prompts[-1]] * extra
-        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], extra)]) if extra else keys
-
-        shared = shared_prefix_length(prompts, self.length_bucket) if self.share_prefix else 0
-        self.shared_tokens = shared
-        suffixes = [p[shared:] for p in prompts]
-        length = _round_up(max(len(s) for s in suffixes), self.length_bucket)
-        if self.max_cache_length is not None:
-            length = min(length, self.max_cache_length - shared - steps)
-        ids, mask = left_pad(suffixes, self.pad_id, length)
-        # The batch-1 prefix prefill runs without the batch-splitting rules (one row cannot split).
-        prefix = self._prefix_cache(tuple(prompts[0][:shared])) if shared else None
-        with self._context():
-            tokens, lengths, _ = decode(
-                self.params, self._put(ids), self._put(mask), self._put(keys), config=self.config,
-                sampling=self.sampling, eos_id=self.eos_id, pad_id=self.pad_id, prefix=prefix,
-                stop_table=self._stop_table, cache_length=length + steps)
-        if self.mesh is not None:  # every host gets every row (from other hosts' devices too)
-            from mmst_jax import sharding
-
-            tokens, lengths = sharding.gather_to_host((tokens, lengths))
-        out = []
-        for row, n in zip(np.asarray(tokens)[:rows].tolist(), np.asarray(lengths)[:rows].tolist()):
-            row = row[:n]
-            if row and row[-1] == self.eos_id:
-                row = row[:-1]
-            out.append(row)
-        return out
-
-    def _prefix_cache(self, prefix: tuple[int, ...]):
-        if self._prefix is None or self._prefix[0] != prefix:
-            ids = jnp.asarray([prefix], jnp.int32)
-            self._prefix = (prefix, prefill_prefix(self.params, ids, config=self.config))
-        return self._prefix[1]
-
-    def sample(self, prompts: Sequence[Sequence[int]], num_samples: int, seed: int,
-               first_index: int = 0) -> list[list[list[int]]]:
-        """`num_samples` continuations of each prompt, [prompt][sample] -> tokens, in one batch.
-        Prompt i draws with row_keys(seed, first_index + i, sample)."""
-        if num_samples < 1:
-            raise SamplingError(f"num_samples must be >= 1, got {num_samples}")
-        if not len(prompts):
-            raise SamplingError("no prompts to sample from")
-        rows = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]
-        keys = row_keys(seed, [first_index + i for i, _ in rows], [j for _, j in rows])
-        out = self([prompts[i] for i, _ in rows], keys)
-        return [out[i * num_samples:(i + 1) * num_samples] for i in range(len(prompts))]
+    jitted = jax.jit(step, in_shardings=(param_shardings, cache_shardings, rows, rows),
+                     out_shardings=(None, cache_shardings), donate_argnums=1)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        return jitted.lower(sharding.abstract_with_shardings(params, param_shardings),
+                            sharding.abstract_with_shardings(cache, cache_shardings), token, token)

@@ -3,7 +3,7 @@
     sample(prompts_file, output_dir, ...)   # the whole job; returns this host's part file
     build_model(...)                        # a model directory, or a random preset with a
                                             # tokenizer trained on the spot from the prompts
-    sample_prompts(prompts, model, sampler) # this host's sample records, batched by few-shot block
+    sample_prompts(prompts, model, sampler) # this host's sample records, queued by few-shot block
 
 Without a model directory the model is a randomly initialised preset and the tokenizer is trained
 from the prompts (a smoke test of the whole path, nothing downloaded).
@@ -11,13 +11,13 @@ from the prompts (a smoke test of the whole path, nothing downloaded).
 Each host samples its own share of the problems (problem i goes to host i % hosts) and writes
 `OUTPUT_DIR/part-{host:05d}-of-{hosts:05d}.jsonl` atomically. Problem i's sample j is drawn with
 the key fold_in(fold_in(key(seed), i), j), so the records do not depend on the number of hosts,
-the batch size or the mesh. Problems of one (dataset, method) are batched together, so their
-few-shot block is prefilled once per batch and shared by every row.
+the batch size or the mesh. Problems of one (dataset, method) are queued together, so their
+few-shot block is prefilled once and shared by every row, and each problem's prompt once for its
+samples (`mmst_jax.sampling.sampler`).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 from typing import Any, Sequence
 
@@ -27,6 +27,7 @@ from mmst_jax.records import part_name, write_jsonl
 from mmst_jax.sampling import decode
 from mmst_jax.sampling.prompts import DEFAULT_PROMPTS, read_prompts, read_task
 from mmst_jax.sampling.records import STOP, sample_record
+from mmst_jax.sampling.sampler import Request, Sampler
 from mmst_jax.sampling.stop_strings import StopStrings, token_bytes
 
 
@@ -64,12 +65,11 @@ def _prompt_record(prompt: dict) -> dict[str, Any]:
             "method": prompt.get("method", "text"), "prompt": prompt["prompt"], "gold": prompt.get("gold")}
 
 
-def sample_prompts(prompts: Sequence[dict], model: Model, sampler: decode.Sampler, *, num_samples: int,
-                   seed: int, round_index: int, batch_size: int,
-                   stop: StopStrings | None = None) -> list[dict[str, Any]]:
+def sample_prompts(prompts: Sequence[dict], model: Model, sampler: Sampler, *, num_samples: int,
+                   seed: int, round_index: int, stop: StopStrings | None = None) -> list[dict[str, Any]]:
     """This host's sample records (problem i goes to host i % hosts), `num_samples` per prompt,
-    in (problem, sample) order. Rows are batched `batch_size` at a time within each (dataset,
-    method), so that a batch shares its few-shot block; completions are cut before a stop string."""
+    in (problem, sample) order. The problems are queued by (dataset, method), so that consecutive
+    ones share their few-shot block; completions are cut before a stop string."""
     from tqdm import tqdm
 
     vocab = model.vocab
@@ -77,25 +77,20 @@ def sample_prompts(prompts: Sequence[dict], model: Model, sampler: decode.Sample
     host, hosts = host_info()
     mine = [(i, p) for i, p in enumerate(prompts) if i % hosts == host]
     tokens = vocab.encode_batch([p["prompt"] for _, p in mine])
-
-    def block(n: int) -> tuple:  # the (dataset, method) of problem n, as the prompt record gives it
-        return mine[n][1].get("dataset"), mine[n][1].get("method")
-
-    rows = [(n, j) for n in sorted(range(len(mine)), key=lambda n: (*map(str, block(n)), n))
-            for j in range(num_samples)]
+    order = sorted(range(len(mine)), key=lambda n: (str(mine[n][1].get("dataset")), str(mine[n][1].get("method")), n))
+    requests = [Request(tokens[n], decode.row_keys(seed, [mine[n][0]] * num_samples, range(num_samples)))
+                for n in order]
     records: dict[tuple[int, int], dict[str, Any]] = {}
-    with tqdm(total=len(rows), desc=f"sampling (host {host})", unit="sample") as bar:
-        for _, group in itertools.groupby(rows, key=lambda r: block(r[0])):
-            group = list(group)
-            for start in range(0, len(group), batch_size):
-                batch = group[start:start + batch_size]
-                keys = decode.row_keys(seed, [mine[n][0] for n, _ in batch], [j for _, j in batch])
-                for (n, j), out in zip(batch, sampler([tokens[n] for n, _ in batch], keys)):
-                    text = vocab.decode(out)
-                    records[n, j] = sample_record(_prompt_record(mine[n][1]), j,
-                                                  stop.truncate(text) if stop else text,
-                                                  round_index=round_index, seed=seed)
-                bar.update(len(batch))
+    with tqdm(total=len(order) * num_samples, desc=f"sampling (host {host})", unit="sample") as bar:
+        def on_done(r: int, outs: list[list[int]]) -> None:
+            n = order[r]
+            for j, out in enumerate(outs):
+                text = vocab.decode(out)
+                records[n, j] = sample_record(_prompt_record(mine[n][1]), j, stop.truncate(text) if stop else text,
+                                              round_index=round_index, seed=seed)
+            bar.update(len(outs))
+
+        sampler.generate(requests, on_done=on_done)
     return [records[key] for key in sorted(records)]
 
 
@@ -110,7 +105,7 @@ def sample(prompts_file: str | None = None, output_dir: str = "runs/sample", *, 
 
     The prompts: a prompts JSONL, or a registered SeqIO task's `split`, or DEFAULT_PROMPTS.
     hf_checkpoint: a model directory (HF or orbax); without it a random `model_preset`.
-    batch_size counts rows (prompt x sample). mesh_shape: (data, fsdp, tensor) over this host's
+    batch_size: rows (prompt x sample) decoding at once. mesh_shape: (data, fsdp, tensor) over this host's
     devices (default: no mesh, one device).
     """
     if num_samples < 1:
@@ -135,11 +130,11 @@ def sample(prompts_file: str | None = None, output_dir: str = "runs/sample", *, 
         from mmst_jax.sharding import make_mesh
 
         mesh = make_mesh(mesh_shape, jax.local_devices())
-    sampler = decode.Sampler(model.config, model.params, sampling, eos_id=model.vocab.eos_id,
-                             pad_id=model.vocab.pad_id, stop=stop, mesh=mesh,
-                             max_cache_length=max_cache_length, share_prefix=share_prefix)
+    sampler = Sampler(model.config, model.params, sampling, eos_id=model.vocab.eos_id, pad_id=model.vocab.pad_id,
+                      stop=stop, mesh=mesh, max_cache_length=max_cache_length, share_prefix=share_prefix,
+                      slots=batch_size)
     records = sample_prompts(prompts, model, sampler, num_samples=num_samples, seed=seed,
-                             round_index=round_index, batch_size=batch_size, stop=stop)
+                             round_index=round_index, stop=stop)
     path = os.path.join(output_dir, part_name(*host_info()))
     write_jsonl(path, records)
     return path

@@ -4,18 +4,21 @@
 `generate_records(...)` samples every prompt record of this host's shard (record i goes to host
 i % hosts) and writes `OUT_DIR/part-{host:05d}-of-{hosts:05d}.jsonl`. Row (i, j) — prompt i of the
 whole list, sample j — is drawn with its own key `row_keys(seed, i, j)`, so the records depend
-neither on the number of hosts nor on batching. Rows are sampled in fixed chunks, each written
-atomically to a hidden chunk file as it finishes; a run killed in the middle reuses the finished
+neither on the number of hosts nor on batching. Rows are sampled in fixed chunks, all of them in one
+continuous-batching run (`mmst_jax.sampling.sampler`), each chunk written atomically to a hidden
+chunk file as soon as its last row stops; a run killed in the middle reuses the finished
 chunks and redoes the others exactly as they would have been done, then joins them.
 
 On a mesh spanning several hosts (a model too big for one) sampling is one computation of all the
-hosts: every host runs the same batches of every host's rows, in step, and keeps its own shard's
+hosts: every host makes the same calls over every host's rows, in step, and keeps its own shard's
 records; a chunk is redone unless every host has it. With a mesh of its own devices (or none) a
 host samples only its own rows.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 from typing import Callable, Sequence
 
 from etils import epath
@@ -34,8 +37,9 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
                      mesh=None, rules=None, progress: bool = True, desc: str = "sampling") -> epath.Path:
     """Samples `num_samples` completions of each prompt record of this host's shard and writes
     sample records (docs/architecture.md, plus any extra fields of the prompt record); returns the part file.
-    A part file already there (written atomically by an earlier run) is kept as it is. On a mesh
-    spanning several hosts every host must call this at once, with the same arguments."""
+    A part file already there (written atomically by an earlier run) is kept as it is. batch_size:
+    rows decoding at once (the sampler's slots). On a mesh spanning several hosts every host must
+    call this at once, with the same arguments."""
     from mmst_jax.sampling import decode
     from mmst_jax.sharding import spans_processes
 
@@ -55,37 +59,11 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
     todo = [c for c in range(len(chunks)) if not done[c]]
     done_rows = sum(len(chunks[c]) for c in range(len(chunks)) if c not in todo)
     if todo:
-        from tqdm import tqdm
-
-        sampling = decode.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
-                                         max_new_tokens=max_new_tokens)
-        vocab = model.vocab
-        stop = decode.StopStrings([STOP], decode.token_bytes(vocab))
-        sampler = decode.Sampler(model.config, model.params, sampling, eos_id=vocab.eos_id,
-                                 pad_id=vocab.pad_id, stop=stop, mesh=mesh, rules=rules,
-                                 length_bucket=length_bucket)
-        tokens: dict[int, list[int]] = {}
-        with tqdm(total=len(rows), initial=done_rows, desc=desc, unit="sample", disable=not progress,
-                  leave=False) as bar:
-            for c in todo:
-                chunk = chunks[c]
-                need = [i for i in dict.fromkeys(i for i, _ in chunk) if i not in tokens]
-                for i, t in zip(need, vocab.encode_batch([prompts[i]["prompt"] for i in need])):
-                    tokens[i] = t
-                out = []
-                for s in range(0, len(chunk), batch_size):
-                    batch = chunk[s:s + batch_size]
-                    # Always batch_size rows (the last repeated), so every call reuses compiled shapes.
-                    rows_in = batch + [batch[-1]] * (batch_size - len(batch))
-                    keys = decode.row_keys(seed, [i for i, _ in rows_in], [j for _, j in rows_in])
-                    for (i, j), toks in zip(batch, sampler([tokens[i] for i, _ in rows_in], keys)):
-                        if i % hosts == host:
-                            out.append(sample_record(prompts[i], j, stop.truncate(vocab.decode(toks)),
-                                                     round_index=round_index, seed=seed))
-                    bar.update(len(batch))
-                    faults.point("sample.batch")
-                if not part.exists():
-                    write_jsonl(chunks_dir / f"chunk-{c:05d}.jsonl", out)
+        _sample_chunks(prompts, chunks, todo, model, chunks_dir=chunks_dir, part=part, host=host, hosts=hosts,
+                       sampling=decode.SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
+                                                      max_new_tokens=max_new_tokens),
+                       seed=seed, round_index=round_index, slots=batch_size, length_bucket=length_bucket,
+                       mesh=mesh, rules=rules, progress=progress, desc=desc, initial=done_rows, total=len(rows))
     if part.exists():
         return part
     records = []
@@ -94,6 +72,53 @@ def generate_records(prompts: Sequence[dict], out_dir: epath.PathLike, model: Mo
     write_jsonl(part, records)
     remove(chunks_dir)
     return part
+
+
+def _sample_chunks(prompts: Sequence[dict], chunks: list[list[tuple[int, int]]], todo: list[int], model: Model, *,
+                   chunks_dir: epath.Path, part: epath.Path, host: int, hosts: int, sampling, seed: int,
+                   round_index: int, slots: int, length_bucket: int, mesh, rules, progress: bool, desc: str,
+                   initial: int, total: int) -> None:
+    """Samples the rows of chunks `todo` in one continuous-batching run (a request per prompt and
+    chunk: the prompt's rows in that chunk) and writes each chunk's file of this host's records as
+    soon as its last row has stopped."""
+    from tqdm import tqdm
+
+    from mmst_jax.sampling import decode
+    from mmst_jax.sampling.sampler import Request, Sampler
+
+    vocab = model.vocab
+    stop = decode.StopStrings([STOP], decode.token_bytes(vocab))
+    sampler = Sampler(model.config, model.params, sampling, eos_id=vocab.eos_id, pad_id=vocab.pad_id, stop=stop,
+                      mesh=mesh, rules=rules, length_bucket=length_bucket, slots=slots)
+    need = sorted({i for c in todo for i, _ in chunks[c]})
+    tokens = dict(zip(need, vocab.encode_batch([prompts[i]["prompt"] for i in need])))
+    requests, owner = [], []  # owner[r]: (chunk, prompt, sample indices) of request r
+    for c in todo:
+        for i, group in itertools.groupby(chunks[c], key=lambda row: row[0]):
+            samples = [j for _, j in group]
+            requests.append(Request(tokens[i], decode.row_keys(seed, [i] * len(samples), samples)))
+            owner.append((c, i, samples))
+    left = collections.Counter(c for c, _, _ in owner)
+    finished: dict[int, dict[int, list[list[int]]]] = collections.defaultdict(dict)
+    with tqdm(total=total, initial=initial, desc=desc, unit="sample", disable=not progress, leave=False) as bar:
+        def on_done(r: int, outs: list[list[int]]) -> None:
+            c, _, samples = owner[r]
+            finished[c][r] = outs
+            bar.update(len(samples))
+            left[c] -= 1
+            if left[c]:
+                return
+            records = []
+            for q, outs in sorted(finished.pop(c).items()):
+                _, i, samples = owner[q]
+                if i % hosts == host:
+                    records += [sample_record(prompts[i], j, stop.truncate(vocab.decode(t)), round_index=round_index,
+                                              seed=seed) for j, t in zip(samples, outs)]
+            faults.point("sample.batch")
+            if not part.exists():
+                write_jsonl(chunks_dir / f"chunk-{c:05d}.jsonl", records)
+
+        sampler.generate(requests, on_done=on_done)
 
 
 def sample_record(prompt: dict, sample_index: int, completion: str, *, round_index: int, seed: int) -> dict:

@@ -14,10 +14,12 @@ Public API:
     first occurrence), a ``#### X`` line, ``\\boxed{X}`` (last), and for numbers the last number.
   - ``normalize_answer(value, kind="number") -> str | None``: the canonical string of a raw answer
     (a string, int or float): thousands separators, currency, percent signs and unit words removed,
-    fractions and mixed numbers evaluated, signs kept; integral numbers print without ``.0``.
-  - ``answers_match(pred, gold, kind="number") -> bool``: numbers match when
-    ``|pred - gold| <= NUMBER_ABS_TOL + NUMBER_REL_TOL * |gold|`` (1e-4 + 1e-9 |gold|); other kinds
-    match when their normalised strings are equal.
+    fractions, mixed numbers and exponents (``1e6``, ``2.5 × 10^3``) evaluated, signs kept. A
+    number's canonical string is exact and positional (``format_number``): ``9284017268534.4``,
+    ``0.0000020107``, integral numbers without ``.0``; normalising it again gives it back.
+  - ``answers_match(pred, gold, kind="number") -> bool``: numbers match by ``numbers_match``
+    (the tolerances, stated once, below); other kinds match when their normalised strings are
+    equal.
   - ``gold_answer(gold, kind)``: the normalised gold of a record's ``gold`` field as the dataset
     gives it (a GSM8K worked answer ending ``#### N``, a number, a letter, ``Yes``/``No``, a
     BIG-bench ``target_scores`` dict, a bool).
@@ -31,11 +33,25 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, localcontext
 from fractions import Fraction
 from typing import Any
 
+# ---- comparison of numbers: every tolerance is here ---------------------------------------
+# A prediction p matches a gold g when
+#   - |p - g| <= NUMBER_ABS_TOL * min(1, |g|) + NUMBER_REL_TOL * |g|  (floating-point noise:
+#     absolute 1e-4 for ordinary numbers, relative for tiny ones, and relative 1e-9 for large
+#     ones, so that counts stay exact: 1000001 is not 1000000), or g == 0 and |p| <= NUMBER_ZERO_TOL;
+#   - or g is written with limited precision (a fractional part and at least
+#     ROUNDED_GOLD_MIN_DIGITS significant digits, e.g. 2.0107e-06 or 3.33333) and p, rounded to
+#     g's last digit, is g.
 NUMBER_ABS_TOL = 1e-4
 NUMBER_REL_TOL = 1e-9
+NUMBER_ZERO_TOL = 1e-9
+ROUNDED_GOLD_MIN_DIGITS = 5
+NUMBER_DIGITS = 15      # significant digits of a float's value (float64 round-trips 15)
+MAX_EXPONENT = 400      # numbers past 10^±400 are not answers (and would print huge)
+_EXACT = Context(prec=2 * MAX_EXPONENT + 40, Emax=4 * MAX_EXPONENT, Emin=-4 * MAX_EXPONENT)
 KINDS = ("number", "choice", "yesno")
 MAX_TEXT_CHARS = 100_000
 CHOICE_LETTERS = "ABCDE"
@@ -62,11 +78,17 @@ _WORDS = {
     "hundred": 100, "thousand": 1000, "million": 1000000, "half": 0.5,
 }
 _DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
+_SUPERSCRIPTS = str.maketrans("\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207b\u207a",
+                              "0123456789-+")
 # A signed number: optional sign and currency, digits (with thousands separators and decimals),
-# optionally a fraction (3/4) or a mixed number (1 1/2).
+# optionally an exponent (1.5e-6, 2.5 x 10^3, 2.5 × 10**-3, 3·10⁶), optionally a fraction (3/4)
+# or a mixed number (1 1/2).
 _NUMBER_RE = re.compile(
     r"(?<![\w.])(?P<sign>[-+\u2212]?)\s{0,3}(?:[$\u20ac\u00a3\u00a5]\s{0,3})?"
     r"(?P<whole>" + _DIGITS + r")"
+    r"(?:[eE](?P<exp>[-+]?\d{1,4})(?!\w|\.\d)"
+    r"|\s{0,3}[x\u00d7*\u00b7\u22c5]\s{0,3}10\s{0,3}(?:\^|\*\*)\s{0,3}(?P<pow>[-+\u2212]?\s{0,3}\d{1,4}|\([-+\u2212]?\d{1,4}\))"
+    r"|\s{0,3}[x\u00d7*\u00b7\u22c5]\s{0,3}10(?P<sup>[\u207b\u207a]?[\u2070\u00b9\u00b2\u00b3\u2074-\u2079]{1,4}))?"
     r"(?:\s{1,3}(?P<mnum>\d+)\s{0,3}/\s{0,3}(?P<mden>\d+)|\s{0,3}/\s{0,3}(?P<den>\d+(?:\.\d+)?))?"
     r"(?![\d])"
 )
@@ -99,20 +121,79 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown answer kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
-def format_number(x: float | int | Fraction) -> str:
-    """Canonical string of a number: integral values without a decimal point, else 10 digits."""
+def _decimal(q: Fraction) -> Decimal | None:
+    """The exact decimal of a fraction whose denominator has only the factors 2 and 5, else the
+    fraction rounded to NUMBER_DIGITS significant digits; None past the exponent cap."""
+    n, d = q.numerator, q.denominator
+    twos = fives = 0
+    while d % 2 == 0:
+        d //= 2
+        twos += 1
+    while d % 5 == 0:
+        d //= 5
+        fives += 1
+    if d == 1:
+        m = max(twos, fives)
+        value = Decimal(f"{n * 10**m // q.denominator}E-{m}")
+    else:
+        with localcontext(Context(prec=NUMBER_DIGITS, rounding=ROUND_HALF_EVEN)):
+            value = Decimal(n) / Decimal(q.denominator)
+    if value and abs(value.adjusted()) > MAX_EXPONENT:
+        return None
+    return value
+
+
+def to_decimal(x: Any) -> Decimal | None:
+    """The exact value of an int, a float (its NUMBER_DIGITS-significant-digit decimal, which every
+    float written with at most that many digits round-trips to), a Fraction or a Decimal."""
+    if isinstance(x, bool) or x is None:
+        return None
     if isinstance(x, int):
-        return str(x)
-    f = float(x)
-    if f.is_integer() and abs(f) < 1e16:
-        return str(int(f))
-    return format(f, ".10g")
+        return Decimal(x) if x.bit_length() <= 3 * MAX_EXPONENT else None
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return None
+        d = Decimal(format(x, f".{NUMBER_DIGITS}g"))
+        return d if not d or abs(d.adjusted()) <= MAX_EXPONENT else None
+    if isinstance(x, Decimal):
+        return _decimal(Fraction(x)) if x.is_finite() else None
+    if isinstance(x, Fraction):
+        return _decimal(x)
+    return None
 
 
-def _parse_number_match(m: re.Match) -> Fraction | float | None:
+def format_number(x: float | int | Fraction | Decimal) -> str | None:
+    """The canonical string of a number: positional notation (never an exponent), no trailing
+    zeros, integral values without a point, exact for ints, decimals and terminating fractions
+    (a float counts as its NUMBER_DIGITS-digit decimal). Parsing it gives it back unchanged."""
+    d = to_decimal(x)
+    if d is None:
+        return None
+    with localcontext(_EXACT):
+        if d == d.to_integral_value():
+            return str(int(d))
+        return format(d.normalize(), "f")
+
+
+def _exponent(m: re.Match) -> int | None:
+    e = m.group("exp") or m.group("pow") or m.group("sup")
+    if e is None:
+        return 0
+    e = e.translate(_SUPERSCRIPTS).replace("\u2212", "-").strip("()").replace(" ", "")
+    try:
+        return int(e)
+    except ValueError:
+        return None
+
+
+def _parse_number_match(m: re.Match) -> Fraction | None:
     whole = m.group("whole").replace(",", "")
     try:
-        value: Fraction | float = Fraction(whole)
+        value = Fraction(whole)
+        exponent = _exponent(m)
+        if exponent is None or abs(exponent) > MAX_EXPONENT:
+            return None
+        value *= Fraction(10) ** exponent
         if m.group("mnum") is not None:
             den = Fraction(m.group("mden"))
             if den == 0:
@@ -130,37 +211,52 @@ def _parse_number_match(m: re.Match) -> Fraction | float | None:
     return value
 
 
-def _numbers_in(text: str) -> list[Fraction | float]:
+def _numbers_in(text: str) -> list[Fraction]:
     out = []
     for m in _NUMBER_RE.finditer(text):
         v = _parse_number_match(m)
-        if v is not None:
+        if v is not None and to_decimal(v) is not None:
             out.append(v)
     return out
 
 
-def _word_number(text: str) -> float | None:
+def numbers_in(text: str) -> list[str]:
+    """The canonical strings of every number a text states, in digits or as a number word."""
+    text = _FRAC_RE.sub(r"\1/\2", text[:MAX_TEXT_CHARS])
+    found = [format_number(v) for v in _numbers_in(text)]
+    found += [format_number(Fraction(_WORDS[m.group(1).lower()])) for m in _WORD_RE.finditer(text)]
+    return [s for s in found if s is not None]
+
+
+def answer_sentence_span(text: str) -> tuple[int, int] | None:
+    """Where the first answer sentence (``The answer is X``, to the end of its line) is."""
+    m = _SENTENCE_RE.search(text[:MAX_TEXT_CHARS])
+    if m is None:
+        return None
+    end = text.find("\n", m.start())
+    return m.start(), len(text) if end < 0 else end
+
+
+def _word_number(text: str) -> Fraction | None:
     m = _WORD_RE.search(text)
-    return _WORDS[m.group(1).lower()] if m else None
+    return Fraction(_WORDS[m.group(1).lower()]) if m else None
 
 
-def parse_number(value: Any) -> float | None:
-    """A finite float from an int, float or text (first number in it), else None."""
+def parse_number(value: Any) -> Fraction | None:
+    """The exact value of an int, float, Decimal, Fraction or text (the first number in it, else
+    the first number word), else None."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, Fraction):
-        return float(value)
+    if isinstance(value, (int, float, Fraction, Decimal)):
+        d = to_decimal(value)
+        return None if d is None else Fraction(d)
     if not isinstance(value, str):
         return None
     value = value[:MAX_TEXT_CHARS]
     value = _FRAC_RE.sub(r"\1/\2", value)
     numbers = _numbers_in(value)
     if numbers:
-        f = float(numbers[0])
-        return f if math.isfinite(f) else None
+        return numbers[0]
     return _word_number(value)
 
 
@@ -264,6 +360,27 @@ def gold_answer(gold: Any, kind: str) -> str | None:
     return normalize_answer(gold, kind)
 
 
+def numbers_match(pred: str, gold: str) -> bool:
+    """Whether two canonical number strings match (the rule at the top of this module)."""
+    with localcontext(_EXACT):
+        return _decimals_match(Decimal(pred), Decimal(gold))
+
+
+def _decimals_match(p: Decimal, g: Decimal) -> bool:
+    if p == g:
+        return True
+    if g == 0:
+        return abs(p) <= Decimal(repr(NUMBER_ZERO_TOL))
+    tol = Decimal(repr(NUMBER_ABS_TOL)) * min(Decimal(1), abs(g)) + Decimal(repr(NUMBER_REL_TOL)) * abs(g)
+    if abs(p - g) <= tol:
+        return True
+    _, digits, exponent = g.as_tuple()
+    if exponent < 0 and len(digits) >= ROUNDED_GOLD_MIN_DIGITS:
+        step = Decimal((0, (1,), exponent))
+        return any(p.quantize(step, rounding=r) == g for r in (ROUND_HALF_UP, ROUND_HALF_EVEN))
+    return False
+
+
 def answers_match(pred: Any, gold: Any, kind: str = "number") -> bool:
     """Whether a predicted answer equals the gold answer (both raw or normalised)."""
     _check_kind(kind)
@@ -272,6 +389,5 @@ def answers_match(pred: Any, gold: Any, kind: str = "number") -> bool:
     if p is None or g is None:
         return False
     if kind == "number":
-        pf, gf = float(p), float(g)
-        return abs(pf - gf) <= NUMBER_ABS_TOL + NUMBER_REL_TOL * abs(gf)
+        return numbers_match(p, g)
     return p == g

@@ -3,7 +3,8 @@
 `verify_files(inputs, output, ...)` reads sample records (files, or directories of *.jsonl),
 verifies them with the sandboxed verifier (text answers extracted, programs run in the sandbox,
 answers compared with the gold outside it) and writes the verified records to `output` in the input
-order, atomically. Each finished record is appended to a partial file at once; a run started again
+order, atomically. Each finished record is appended to a partial file at once (on gs://, which
+cannot append, written as numbered objects every 64 records: `PartialLog`); a run started again
 after a kill reuses what the partial file and an existing output hold for samples that have not
 changed, so only what is missing is verified.
 
@@ -31,7 +32,7 @@ from mmst_jax.records import (METHODS, VERIFIED_FIELDS, RecordError, dumps, read
                               read_jsonl, record_key, remove, write_jsonl)
 from mmst_jax.verify.answers import answer_kind, gold_answer
 from mmst_jax.verify.results import Limits
-from mmst_jax.verify.sandbox import Sandbox
+from mmst_jax.verify.sandbox import Sandbox, UnprotectedSandboxError
 from mmst_jax.verify.verifier import verify_records
 
 log = logging.getLogger(__name__)
@@ -96,13 +97,69 @@ def read_samples(inputs: Sequence[epath.PathLike], *, check: bool = True) -> lis
     return samples
 
 
+class PartialLog:
+    """Where finished verdicts go as they come, so a killed run verifies only what is missing.
+
+    Locally, one hidden file appended to and flushed after every record. On an object store,
+    which cannot append, numbered objects `PARTIAL.00000`, `PARTIAL.00001`, ... each written
+    whole every `every` records (and when the attempt ends): a kill loses at most that many."""
+
+    def __init__(self, path: epath.Path, every: int = 64):
+        from mmst_jax import storage
+
+        self.path, self.every = path, every
+        self.remote = storage.is_remote(path)
+        self._buffer: list[str] = []
+        self._file = None
+
+    def chunks(self) -> list[epath.Path]:
+        """The objects written so far (remote), in order."""
+        out = []
+        while self.remote and (self.path.parent / f"{self.path.name}.{len(out):05d}").exists():
+            out.append(self.path.parent / f"{self.path.name}.{len(out):05d}")
+        return out
+
+    def __enter__(self) -> "PartialLog":
+        if not self.remote:
+            self._file = self.path.open("a")
+        return self
+
+    def add(self, record: dict) -> None:
+        if self._file is not None:
+            self._file.write(dumps(record))
+            self._file.flush()
+            return
+        self._buffer.append(dumps(record))
+        if len(self._buffer) >= self.every:
+            self._flush()
+
+    def _flush(self) -> None:
+        from mmst_jax import storage
+
+        if self._buffer:
+            storage.write_bytes(self.path.parent / f"{self.path.name}.{len(self.chunks()):05d}",
+                                "".join(self._buffer).encode())
+            self._buffer = []
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()
+        else:
+            self._flush()
+
+    def remove(self) -> None:
+        for chunk in self.chunks():
+            remove(chunk)
+        remove(self.path)
+
+
 def _earlier(samples: Sequence[dict], *paths: epath.Path) -> list[dict | None]:
     """For each sample, its verified record from an earlier run (the complete lines of `paths`,
     later ones winning) if that verified the same completion against the same gold, else None."""
     known = {}
     for path in paths:
         for v in read_complete_lines(path):
-            if all(f in v for f in (*REQUIRED, *VERIFIED_FIELDS)):
+            if all(f in v for f in (*REQUIRED, *VERIFIED_FIELDS, "copied")):
                 known[record_key(v)] = v
     out: list[dict | None] = []
     for s in samples:
@@ -122,23 +179,24 @@ def lost_record(sample: dict, why: str) -> dict:
 
 
 def _attempt(samples: Sequence[dict], results: list[dict | None], partial: epath.Path, bar: tqdm, *,
-             limits: Limits, lanes: int | None, isolation: str, sandbox: Sandbox | None) -> str | None:
+             limits: Limits, lanes: int | None, isolation: str, sandbox: Sandbox | None,
+             allow_unprotected: bool) -> Sandbox | None:
     """Verifies every sample whose result is None, filling `results` and appending each verified
-    record to `partial` as it finishes. Returns the sandbox's protections (None: no sandbox)."""
+    record to `partial` as it finishes. Returns the sandbox used (None: no code ran)."""
     todo = [i for i, r in enumerate(results) if r is None]
     own = sandbox is None and any(samples[i]["method"] == "code" for i in todo)
-    box = Sandbox(lanes=lanes, limits=limits, isolation=isolation) if own else sandbox
+    box = (Sandbox(lanes=lanes, limits=limits, isolation=isolation, allow_unprotected=allow_unprotected)
+           if own else sandbox)
     try:
-        with partial.open("a") as out:
+        with PartialLog(partial) as out:
             def on_result(j: int, verified: dict) -> None:
                 faults.point("verify.record")
                 results[todo[j]] = verified
-                out.write(dumps(verified))
-                out.flush()
+                out.add(verified)
                 bar.update(1)
 
             verify_records([samples[i] for i in todo], sandbox=box, limits=limits, on_result=on_result)
-        return box.protections.describe() if box is not None else None
+        return box
     finally:
         if own and box is not None:
             box.close()
@@ -148,23 +206,26 @@ def verify_files(inputs: Sequence[epath.PathLike], output: epath.PathLike, *,
                  limits: Limits | None = None, lanes: int | None = None, isolation: str = "auto",
                  sandbox: Sandbox | None = None, restarts: int = 0, write_lost: bool = False,
                  check: bool = True, partial: epath.PathLike | None = None, progress: bool = False,
-                 desc: str = "verify") -> dict:
+                 desc: str = "verify", allow_unprotected: bool = False) -> dict:
     """Verifies the sample files into `output` (input order, written atomically), reusing what an
     earlier, interrupted run left in the partial file (default `OUTPUT.partial`) or in OUTPUT.
 
     Code runs in `sandbox` if given (it is left open), else in one made with `lanes`, `limits` and
-    `isolation` for each attempt. `check`: see `read_samples`. Returns ``{"records": n,
-    "status": {status: n}, "correct": {method: n}, "total": {method: n}, "reused": n,
-    "seconds": s, "protections": str | None}`` (protections None when no code ran).
+    `isolation` for each attempt; without every protection that raises UnprotectedSandboxError
+    (never retried, never counted as lost) unless `allow_unprotected`. `check`: see
+    `read_samples`. Returns ``{"records": n, "status": {status: n}, "correct": {method: n},
+    "total": {method: n}, "copied": {method: n}, "reused": n, "seconds": s, "protections": str |
+    None, "unprotected": bool}`` (protections None when no code ran; copied: correct but copied).
     """
     limits = limits or Limits()
     samples = read_samples(inputs, check=check)
     output = epath.Path(output)
     partial = epath.Path(partial) if partial is not None else output.parent / f"{output.name}.partial"
-    results = _earlier(samples, output, partial)
+    results = _earlier(samples, output, partial, *PartialLog(partial).chunks())
     reused = sum(r is not None for r in results)
     start = time.monotonic()
     protections = failure = None
+    unprotected = False
     if reused < len(samples):
         output.parent.mkdir(parents=True, exist_ok=True)
         with tqdm(total=len(samples), initial=reused, desc=desc, unit="rec", disable=not progress,
@@ -173,9 +234,13 @@ def verify_files(inputs: Sequence[epath.PathLike], output: epath.PathLike, *,
                 if all(r is not None for r in results):
                     break
                 try:
-                    protections = _attempt(samples, results, partial, bar, limits=limits, lanes=lanes,
-                                           isolation=isolation, sandbox=sandbox)
+                    box = _attempt(samples, results, partial, bar, limits=limits, lanes=lanes,
+                                   isolation=isolation, sandbox=sandbox, allow_unprotected=allow_unprotected)
+                    if box is not None:
+                        protections, unprotected = box.protections.describe(), box.unprotected
                     failure = None
+                except UnprotectedSandboxError:
+                    raise
                 except Exception as e:  # noqa: BLE001 — any verifier failure: restart, then count the loss
                     if attempt == restarts and not write_lost:
                         raise
@@ -188,28 +253,32 @@ def verify_files(inputs: Sequence[epath.PathLike], output: epath.PathLike, *,
     if lost:
         log.warning("%s: %d of %d records could not be verified (counted as lost)", output, len(lost),
                     len(results))
-    if reused < len(samples) or partial.exists() or not output.exists():
+    if reused < len(samples) or partial.exists() or not output.exists() or PartialLog(partial).chunks():
         write_jsonl(output, results)  # type: ignore[arg-type]
-        remove(partial)
+        PartialLog(partial).remove()
     counts = summarize(results)  # type: ignore[arg-type]
     return {"records": len(results),
             "status": dict(sorted(collections.Counter(r["status"] for r in results).items())),
             "correct": {m: counts.get(m, {}).get("correct", 0) for m in METHODS},
             "total": {m: counts.get(m, {}).get("total", 0) for m in METHODS},
-            "reused": reused, "seconds": time.monotonic() - start, "protections": protections}
+            "copied": {m: sum(1 for r in results if r["method"] == m and r["correct"] and r.get("copied"))
+                       for m in METHODS},
+            "reused": reused, "seconds": time.monotonic() - start, "protections": protections,
+            "unprotected": unprotected}
 
 
 def verify_part(samples_file: epath.PathLike, verified_file: epath.PathLike, *, timeout_s: float = 2.0,
                 memory_mb: int = 256, lanes: int | None = None, restarts: int = 1,
-                progress: bool = True, desc: str = "verifying") -> epath.Path:
+                progress: bool = True, desc: str = "verifying", allow_unprotected: bool = False) -> epath.Path:
     """The MMST loop's verification of one part file into another (same order): the partial file
     is hidden (`.NAME.partial`), a failing verifier is restarted `restarts` times, and what is still
-    unverified then is written as lost. Returns `verified_file`."""
+    unverified then is written as lost; a sandbox lacking a protection stops the run
+    (UnprotectedSandboxError) unless `allow_unprotected`. Returns `verified_file`."""
     verified_file = epath.Path(verified_file)
     verify_files([samples_file], verified_file, limits=Limits(timeout_s=timeout_s, memory_mb=memory_mb),
                  lanes=lanes, restarts=restarts, write_lost=True, check=False,
                  partial=verified_file.parent / f".{verified_file.name}.partial", progress=progress,
-                 desc=desc)
+                 desc=desc, allow_unprotected=allow_unprotected)
     return verified_file
 
 

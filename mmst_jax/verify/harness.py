@@ -5,8 +5,9 @@ namespace. Order matters and is fixed: parent-death signal, first in line for th
 new session when there is no PID namespace to hold its children, stdio onto the lane's pipes
 (stdin /dev/null, stdout+stderr one capped pipe, fd 3 the result channel), close every other file
 descriptor, move into the slot's private directory, set rlimits, drop privileges (another uid, no
-capabilities; no new privileges and the seccomp filter come from the lane), and only then
-compile and run the untrusted code. Nothing here returns: the process ends with ``os._exit``.
+capabilities; no new privileges comes from the lane), install the seccomp allow-list
+(``allowlist``), and only then compile and run the untrusted code. Nothing here returns: the
+process ends with ``os._exit``.
 
 The harness calls ``solution()`` and writes one JSON line on fd 3: ``{"value": V}`` for a plain V
 (int, finite float, str, a short list of them, or None), else ``{"rejected": why}``, or
@@ -22,6 +23,7 @@ import math
 import os
 import resource
 import sys
+import types
 
 from mmst_jax.verify import isolation
 
@@ -92,6 +94,8 @@ def confine(slot: dict, limits: dict, cfg: dict, out_w: int, res_w: int, baselin
     elif cfg["drop_caps"]:
         isolation.clear_capabilities()
     sys.argv[:] = ["program"]  # the environment is already empty: the worker starts with none
+    if cfg["seccomp"] is not None:  # last: from here on, only the allow-list's system calls
+        isolation.install_seccomp(cfg["seccomp"])
 
 
 def _drop_to(uid: int) -> None:
@@ -140,7 +144,10 @@ def run_program(code: str, entry: str) -> None:
     """Compiles and runs the program, calls `entry`, writes the result line; never returns."""
     try:
         compiled = compile(code, "<program>", "exec")
-        namespace = {"__name__": "__program__", "__builtins__": builtins}
+        module = types.ModuleType("__program__")  # a real module: dataclasses, pickle and
+        module.__builtins__ = builtins            # typing look their classes up in sys.modules
+        sys.modules["__program__"] = module
+        namespace = module.__dict__
         exec(compiled, namespace)
         fn = namespace.get(entry)
         if not callable(fn):

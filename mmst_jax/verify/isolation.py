@@ -1,5 +1,5 @@
 """Linux isolation primitives for the sandbox worker: namespaces, the private file-system view,
-capabilities, prctl. Standard library and ctypes only; runs inside the worker process.
+capabilities, prctl, installing the seccomp filter. Standard library and ctypes only; runs inside the worker process.
 
 Python 3.11 has no ``os.unshare``/``os.setns``, so they are called through libc. Everything here
 raises ``OSError`` naming the call that failed; the worker decides what to degrade.
@@ -126,28 +126,7 @@ def clear_capabilities() -> None:
            "capset")
 
 
-# ---- seccomp: the system calls a program has no business making ---------------------------
-_DENIED = {  # name: (x86_64, aarch64)
-    "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40), "umount2": (166, 39),
-    "pivot_root": (155, 41), "chroot": (161, 51), "ptrace": (101, 117),
-    "process_vm_readv": (310, 270), "process_vm_writev": (311, 271), "keyctl": (250, 219),
-    "add_key": (248, 217), "request_key": (249, 218), "bpf": (321, 280),
-    "perf_event_open": (298, 241), "userfaultfd": (323, 282), "kexec_load": (246, 104),
-    "kexec_file_load": (320, 294), "init_module": (175, 105), "finit_module": (313, 273),
-    "delete_module": (176, 106), "open_by_handle_at": (304, 265), "name_to_handle_at": (303, 264),
-    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
-    "open_tree": (428, 428), "move_mount": (429, 429), "fsopen": (430, 430), "fsconfig": (431, 431),
-    "fsmount": (432, 432), "fspick": (433, 433), "mount_setattr": (442, 442), "swapon": (167, 224),
-    "swapoff": (168, 225), "reboot": (169, 142), "acct": (163, 89), "quotactl": (179, 60),
-    "syslog": (103, 116),
-}
-_CLONE = {"x86_64": (56, 435), "aarch64": (220, 435)}  # clone, clone3
-_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-_NS_FLAGS = (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID
-             | CLONE_NEWNET | 0x02000000)  # the last is CLONE_NEWCGROUP
-_LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
-_RET_ALLOW, _RET_KILL_PROCESS = 0x7FFF0000, 0x80000000
-_RET_EPERM, _RET_ENOSYS = 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+# ---- seccomp: installing the allow-list (built by libseccomp on the host, allowlist.py) -----
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 
@@ -160,44 +139,21 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def seccomp_filter():
-    """A seccomp program, installed once on each lane and inherited by its programs: namespaces,
-    mounts, ptrace, other processes' memory, kernel keyrings, BPF, perf, io_uring, modules,
-    kexec, reboot and swap fail with EPERM; clone with namespace flags too; clone3 answers ENOSYS
-    (so the C library falls back to clone, whose flags can be checked); another architecture's
-    system calls kill the process. The one exception is what the lane itself needs: unshare and
-    setns of exactly a PID namespace — which a program, having no capabilities, is refused by
-    the kernel anyway."""
-    machine = platform.machine()
-    if machine not in _AUDIT_ARCH:
-        raise OSError(errno.ENOSYS, f"seccomp: unsupported architecture {machine}")
-    column = 0 if machine == "x86_64" else 1
-    clone, clone3 = _CLONE[machine]
-    ins = [(_LD_W_ABS, 0, 0, 4), (_JEQ_K, 1, 0, _AUDIT_ARCH[machine]), (_RET_K, 0, 0, _RET_KILL_PROCESS),
-           (_LD_W_ABS, 0, 0, 0)]
-    if machine == "x86_64":  # the x32 ABI's numbers
-        ins += [(_JGE_K, 0, 1, 0x40000000), (_RET_K, 0, 0, _RET_ENOSYS)]
-    unshare, setns = _DENIED["unshare"][column], _DENIED["setns"][column]
-    # unshare(CLONE_NEWPID) and setns(fd, CLONE_NEWPID) pass; any other use is refused
-    ins += [(_JEQ_K, 0, 4, unshare), (_LD_W_ABS, 0, 0, 16), (_JEQ_K, 0, 1, CLONE_NEWPID),
-            (_RET_K, 0, 0, _RET_ALLOW), (_RET_K, 0, 0, _RET_EPERM),
-            (_JEQ_K, 0, 4, setns), (_LD_W_ABS, 0, 0, 24), (_JEQ_K, 0, 1, CLONE_NEWPID),
-            (_RET_K, 0, 0, _RET_ALLOW), (_RET_K, 0, 0, _RET_EPERM)]
-    for name, numbers in _DENIED.items():
-        if name not in ("unshare", "setns"):
-            ins += [(_JEQ_K, 0, 1, numbers[column]), (_RET_K, 0, 0, _RET_EPERM)]
-    ins += [(_JEQ_K, 0, 1, clone3), (_RET_K, 0, 0, _RET_ENOSYS),
-            (_JEQ_K, 1, 0, clone), (_RET_K, 0, 0, _RET_ALLOW),
-            (_LD_W_ABS, 0, 0, 16),  # clone's flags (the low half of args[0])
-            (_JSET_K, 0, 1, _NS_FLAGS), (_RET_K, 0, 0, _RET_EPERM), (_RET_K, 0, 0, _RET_ALLOW)]
-    array = (_SockFilter * len(ins))(*[_SockFilter(*i) for i in ins])
-    prog = _SockFprog(len(ins), ctypes.cast(array, ctypes.POINTER(_SockFilter)))
+def filter_program(raw: bytes):
+    """A struct sock_fprog over BPF instructions (8 bytes each, as ``allowlist.build_filter``
+    exports them), ready for ``install_seccomp``."""
+    n = len(raw) // 8
+    if n == 0 or n * 8 != len(raw) or n > 4096:
+        raise OSError(errno.EINVAL, f"seccomp: {len(raw)} bytes are not a BPF program")
+    array = (_SockFilter * n).from_buffer_copy(raw)
+    prog = _SockFprog(n, ctypes.cast(array, ctypes.POINTER(_SockFilter)))
     prog._keep = array  # the program points into the array
     return prog
 
 
 def install_seccomp(prog) -> None:
-    """Installs a filter from ``seccomp_filter``; needs PR_SET_NO_NEW_PRIVS first."""
+    """Installs a filter from ``filter_program`` on the calling thread (and what it forks); needs
+    PR_SET_NO_NEW_PRIVS first."""
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0),
            "prctl(PR_SET_SECCOMP)")
 

@@ -1,7 +1,8 @@
 """Running untrusted programs: the host side of the sandbox.
 
 Public API:
-  - ``Sandbox(lanes=None, limits=Limits(), isolation="auto")``: starts one warm worker process
+  - ``Sandbox(lanes=None, limits=Limits(), isolation="auto", allow_unprotected=False)``: starts
+    one warm worker process
     and its ``lanes`` (default: 4 per core, at most 256), each running one program at a time.
     ``sandbox.run(programs, limits=None, entry="solution") -> list[ExecResult]`` runs each program
     (Python source defining ``solution()``) in its own confined process and returns the results in
@@ -14,8 +15,12 @@ Isolation modes: ``root`` (euid 0: namespaces without a user namespace), ``usern
 (unprivileged: a user namespace maps the caller to uid 0 and owns the others), ``none`` (no
 namespaces). ``auto`` picks ``root`` or ``userns``. In every mode rlimits are set, and where
 possible: cgroups (pids, memory), a per-lane uid with no capabilities (as root) or no capabilities
-at all (in a user namespace), no new privileges, a seccomp filter. Whatever cannot be set up is
-reported in ``protections`` and logged as a warning — the sandbox degrades loudly, never silently.
+at all (in a user namespace), no new privileges, the seccomp allow-list (``allowlist``).
+
+Without every protection of ``Protections.missing`` the sandbox refuses to run anything: it raises
+``UnprotectedSandboxError`` saying what is missing, why, and how to get it. With
+``allow_unprotected`` it runs anyway, logging an error and warning (``SandboxWarning``), and
+``sandbox.unprotected`` is True (the verifier marks each record it ran so).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import warnings
 from dataclasses import dataclass, field, fields
 from typing import Callable, Sequence
 
+from mmst_jax.verify import allowlist
 from mmst_jax.verify.cgroups import CgroupTree, tasks_in
 from mmst_jax.verify.results import ExecResult, Limits, classify
 
@@ -54,6 +60,30 @@ _instances = 0
 
 class SandboxWarning(UserWarning):
     """Some protection could not be put in force."""
+
+
+_NAMESPACE_HINT = ("run as root, or allow unprivileged user namespaces (sysctl "
+                   "kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0; on Ubuntu "
+                   "24.04 also kernel.apparmor_restrict_unprivileged_userns=0), with isolation auto")
+_CGROUP_HINT = ("run as root with the pids and memory cgroup controllers mounted (cgroup v1, or v2 "
+                "with both enabled), or inside a delegated cgroup v2 subtree (systemd-run --user "
+                "--scope -p Delegate=yes ...)")
+HOW_TO_GET = {"pid_ns": _NAMESPACE_HINT, "net_ns": _NAMESPACE_HINT, "mount_ns": _NAMESPACE_HINT,
+              "ipc_ns": _NAMESPACE_HINT, "private_root": _NAMESPACE_HINT, "caps_dropped": _NAMESPACE_HINT,
+              "seccomp": allowlist.INSTALL_HINT, "cgroup_pids": _CGROUP_HINT, "cgroup_memory": _CGROUP_HINT}
+UNPROTECTED_SETTING = "--allow_unprotected (gin: mmst.VerifierLimits.allow_unprotected = True)"
+
+
+class UnprotectedSandboxError(RuntimeError):
+    """The sandbox lacks a protection and was not allowed to run unprotected."""
+
+    def __init__(self, protections: "Protections"):
+        hints = dict.fromkeys(HOW_TO_GET[name] for name in protections.missing())
+        super().__init__(
+            f"the verifier will not run model-written code without every protection: "
+            f"{protections.describe()}. To get them: {'; '.join(hints)}. To run it anyway, on a "
+            f"machine you can afford to lose: {UNPROTECTED_SETTING}")
+        self.protections = protections
 
 
 @dataclass
@@ -222,7 +252,7 @@ class _Container:
 class Sandbox:
     def __init__(self, lanes: int | None = None, limits: Limits | None = None,
                  isolation: str = "auto", preimport: Sequence[str] = DEFAULT_PREIMPORTS,
-                 tmp_mb: int = 64):
+                 tmp_mb: int = 64, *, allow_unprotected: bool = False):
         global _instances
         if isolation not in ("auto", "root", "userns", "none"):
             raise ValueError(f"isolation must be auto, root, userns or none, not {isolation!r}")
@@ -238,6 +268,10 @@ class Sandbox:
         self._binds, self._sys_path = _python_binds()
         self._preimport = list(preimport)
         self._tmp_mb = tmp_mb
+        try:
+            self._seccomp = {"seccomp_filter": allowlist.build_filter().hex()}
+        except allowlist.AllowListError as e:
+            self._seccomp = {"seccomp_filter": None, "seccomp_error": str(e)}
         self._container: _Container | None = None
         self._generation = 0
         self._closed = False
@@ -247,9 +281,15 @@ class Sandbox:
             self.close()
             raise
         self.protections = self._merge(self._container.hello)
-        if self.protections.missing():
-            message = f"verifier sandbox degraded: {self.protections.describe()}"
-            log.warning(message)
+        self.unprotected = bool(self.protections.missing())
+        if self.unprotected and not allow_unprotected:
+            error = UnprotectedSandboxError(self.protections)
+            self.close()
+            raise error
+        if self.unprotected:
+            message = (f"RUNNING MODEL-WRITTEN CODE UNPROTECTED ({UNPROTECTED_SETTING.split()[0]}): "
+                       f"{self.protections.describe()}")
+            log.error(message)
             warnings.warn(message, SandboxWarning, stacklevel=2)
 
     def _start(self) -> _Container:
@@ -269,7 +309,7 @@ class Sandbox:
         cfg = {"mode": self.mode, "host_pid": os.getpid(), "root_dir": self._root_dir,
                "binds": self._binds, "sys_path": self._sys_path, "tmp_mb": self._tmp_mb,
                "preimport": self._preimport, "slots": slots, "cgroup_files": files,
-               "uid": os.getuid(), "gid": os.getgid()}
+               "uid": os.getuid(), "gid": os.getgid(), **self._seccomp}
         return _Container(cfg)
 
     def _restart(self) -> None:

@@ -4,8 +4,8 @@ Started by ``sandbox.Sandbox`` as ``python -I -S`` with an empty environment. It
 configuration (one JSON line) on stdin, then once: pre-imports the usual modules, opens its
 lanes' cgroup directories and /proc, enters new mount, network, IPC and UTS namespaces (inside a
 new user namespace when not root), builds a private root file system (``isolation.build_root``),
-disables SysV IPC, checks that per-program PID namespaces work, and writes a hello line with the
-protections actually in force. Then it forks one ``lane.Lane`` per slot — each joins its own
+disables SysV IPC, checks that per-program PID namespaces work and that the seccomp allow-list
+the host built holds, and writes a hello line with the protections actually in force. Then it forks one ``lane.Lane`` per slot — each joins its own
 cgroups and serves jobs on its own pair of pipes, handed over by the host — and waits for its
 stdin to close, when it stops the lanes and exits.
 
@@ -155,11 +155,14 @@ class Worker:
         return status == 0
 
     def _probe_seccomp(self):
-        """The seccomp filter, if a forked child can install it and is then refused a user
-        namespace."""
+        """The allow-list the host built, if a forked child can install it and is then refused
+        a call off the list (a user namespace) with EPERM."""
+        if not self.cfg.get("seccomp_filter"):
+            self._error("seccomp", self.cfg.get("seccomp_error") or "no filter")
+            return None
         try:
-            prog = isolation.seccomp_filter()
-        except OSError as e:
+            prog = isolation.filter_program(bytes.fromhex(self.cfg["seccomp_filter"]))
+        except (OSError, ValueError) as e:
             self._error("seccomp", e)
             return None
         pid = os.fork()
@@ -167,11 +170,7 @@ class Worker:
             try:
                 isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
                 isolation.install_seccomp(prog)
-                try:
-                    isolation.unshare(isolation.CLONE_NEWPID)  # what a lane does: let through
-                except OSError:
-                    pass  # (the kernel may still refuse it to an unprivileged caller)
-                isolation.unshare(isolation.CLONE_NEWUSER)  # what a program might try: refused
+                isolation.unshare(isolation.CLONE_NEWUSER)  # off the list: refused
                 os._exit(1)
             except OSError as e:
                 os._exit(0 if e.errno == 1 else 2)
@@ -214,8 +213,6 @@ class Worker:
                 pass  # unprivileged: the program still goes first (it sets +1000)
             isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)  # orphans come to the lane
             isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)  # inherited by every program
-            if self.cfg["seccomp"] is not None:  # so is the filter
-                isolation.install_seccomp(self.cfg["seccomp"])
             if self.prot["caps_dropped"]:
                 isolation.drop_bounding_set()
             for which, soft, hard in harness.lane_rlimits():
