@@ -24,7 +24,13 @@ import contextlib  # noqa: E402
 import functools  # noqa: E402
 from typing import Iterator  # noqa: E402
 
+import fsspec.config  # noqa: E402
 from etils import epath  # noqa: E402
+
+# No cached directory listings: another host (or an earlier attempt) writes the same bucket, and a
+# stale listing would make a written object look missing or a removed one present.
+for _protocol in ("gs", "gcs"):
+    fsspec.config.conf.setdefault(_protocol, {})["use_listings_cache"] = False
 
 # Bytes and requests of `read_range`, for measuring what a host reads.
 READ_STATS = {"bytes": 0, "requests": 0}
