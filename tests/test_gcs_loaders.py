@@ -97,13 +97,13 @@ def test_orbax_model_and_training_checkpoints_on_gcs(hf_checkpoint, base):
     meta = {"model": {"vocab_size": 320, "hidden_size": 16, "n_layer": 2, "n_head": 2, "layer_norm_epsilon":
                       config.layer_norm_epsilon, "apply_residual_connection_post_layernorm":
                       config.apply_residual_connection_post_layernorm}}
-    with Checkpoints(f"{base}/work/checkpoints", save_every=4, keep=2) as checkpoints:
+    with Checkpoints(f"{base}/training/checkpoints", save_every=4, keep=2) as checkpoints:
         for step in (4, 8, 12):
             checkpoints.save(step, {"w": state["w"] * step}, meta)
         assert checkpoints.steps() == [8, 12]
     # An interrupted save on gs://: a step directory without orbax's commit file.
-    storage.write_bytes(f"{base}/work/checkpoints/16/state/x", b"half")
-    with Checkpoints(f"{base}/work/checkpoints", save_every=4, keep=2) as checkpoints:
+    storage.write_bytes(f"{base}/training/checkpoints/16/state/x", b"half")
+    with Checkpoints(f"{base}/training/checkpoints", save_every=4, keep=2) as checkpoints:
         assert checkpoints.unfinished() == ["16"]
         assert checkpoints.steps() == [8, 12]
         step, restored, _ = checkpoints.restore(abstract, config)
