@@ -101,8 +101,7 @@ def translation_prompts(names: TaskNames, direction: str, sources: Sequence[dict
     task = seqio.Task(f"{template.name}_of_run_records", source, output_features=template.output_features,
                       preprocessors=template.preprocessors)
     out = task_prompts(task, "train")
-    missing = [r for r in out[:1] if "source_sample_index" not in r]
-    if missing:
+    if out and "source_sample_index" not in out[0]:
         raise TaskError(f"translation task {template.name!r} does not pass `source_sample_index` through")
     return out
 

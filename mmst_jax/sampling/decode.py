@@ -179,7 +179,7 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, length: int | None =
 # --------------------------------------------------------------------------------------------
 # A key's data (uint32), from shapes alone: importing this module must not start a JAX backend
 # (jax.distributed.initialize comes first on several hosts).
-_KEY_SHAPE = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+KEY_SHAPE = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +229,7 @@ def empty_slots(prefix: dict | None, *, config: BloomConfig, slots: int, cache_l
     cache = nn.with_logical_constraint(cache, cache_logical_axes(cache))
     zeros = jnp.zeros((slots,), jnp.int32)
     return Slots(cache=cache, lengths=zeros, last=zeros, tokens=jnp.zeros((slots, max_new_tokens), jnp.int32),
-                 count=zeros, limit=zeros, keys=jnp.zeros((slots, *_KEY_SHAPE), jnp.uint32), stop_state=zeros,
+                 count=zeros, limit=zeros, keys=jnp.zeros((slots, *KEY_SHAPE), jnp.uint32), stop_state=zeros,
                  done=jnp.ones((slots,), bool), steps=jnp.zeros((), jnp.int32))
 
 

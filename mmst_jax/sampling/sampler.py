@@ -300,7 +300,7 @@ class Sampler:
         n = self.slots
         slot_ids = np.full((n,), n, np.int32)  # n: no row
         sources = np.zeros((n,), np.int32)
-        keys = np.zeros((n, *decode._KEY_SHAPE), np.uint32)
+        keys = np.zeros((n, *decode.KEY_SHAPE), np.uint32)
         limits = np.ones((n,), np.int32)
         for f, (slot, (i, j, source)) in enumerate(zip(slots, take)):
             r = requests[i]
