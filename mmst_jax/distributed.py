@@ -31,6 +31,22 @@ class DistributedError(ValueError):
     """A multi-host configuration that cannot start; the message says what to set."""
 
 
+def simulate_cpu_devices(count: int) -> None:
+    """Makes this process's CPU `count` JAX devices (a slice's mesh rehearsed on one machine). Must
+    run before JAX starts its backends, and before `initialize_distributed`."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={count}"])
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        raise DistributedError(f"JAX started its devices before {count} simulated devices could be set up: "
+                               "ask for them in a fresh process, before anything runs on JAX")
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", count)
+
+
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None, *, auto: bool = False) -> None:
     """Starts JAX's multi-controller runtime when more than one process is configured.

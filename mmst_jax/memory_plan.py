@@ -1,29 +1,33 @@
-"""Per-device memory of the fine-tuning step and the decode step: analytic estimates and the
-figures XLA reports for the compiled executables, side by side (`plan`, which `mmst plan` runs).
+"""Per-device memory, FLOPs and time of a run's programs: analytic estimates and the figures XLA
+reports for the compiled executables, side by side (`plan`, which `mmst plan` runs).
 
-    rows = plan(mesh_config=MeshConfig(shape={"fsdp": 8}, num_devices=8), model_preset="bloom-560m")
-    print(format_table(rows))
+    programs = mmst_jax.mmst.programs.describe(settings, prompts)   # what `mmst run` executes
+    report = plan(programs, mesh_config=MeshConfig(shape={"fsdp": 8}, num_devices=8))
+    print(format_table(report["rows"]))
 
-The fine-tuning step compiled is the very program training runs (training.lower_train_step);
-nothing is allocated, so the devices may be simulated host devices or ahead-of-time TPU devices.
+Each program compiled is the very program the run executes: the fine-tuning step
+(training.lower_train_step) and the sampler's decode loop (sampling.decode.lower_generate) with the
+run's batch, micro-batches, sequence and cache lengths, dtypes and remat. Nothing is allocated, so
+the devices may be simulated host devices or ahead-of-time TPU devices.
 
 Analytic model (bytes per device; P = parameters, c = compute dtype bytes, p = parameter dtype
-bytes, o = optimizer moment bytes; d, f, t = data, fsdp, tensor mesh sizes; B_dev = B / (d f)):
+bytes (the AdamW moments take the parameters' dtype), k = cache dtype bytes; d, f, t = data, fsdp,
+tensor mesh sizes; B_dev = B / (micro-batches d f)):
 
   parameters      P p / (f t)                       FSDP over `embed`, tensor over heads/mlp/vocab
-  gradients       P p / (f t)
-  optimizer       2 P o / (f t)                     AdamW's two moments
+  gradients       P p / (f t)   (+ P 4 / (f t): the fp32 accumulator with micro-batches)
+  optimizer       2 P p / (f t)                     AdamW's two moments
   activations     saved:   n_layer B_dev L E c      `full` remat keeps one [B, L, E] per layer
                   working: one layer's forward+backward working set, and the fp32 logits
-  KV cache        2 n_layer B_dev C (H/t) D c       C = cache length (decode)
+  KV cache        2 n_layer B_dev C (H/t) D k       C = cache length (decode)
 
 Compiled figures come from `Compiled.memory_analysis()`: arguments, outputs, temporaries; the
-peak is arguments + outputs - aliased + temporaries.
+peak is arguments + outputs - aliased + temporaries. Time per round is FLOPs (6N per trained token,
+2N per prefilled or generated token) over the slice's peak at an assumed MFU (stated in the report).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import re
@@ -32,33 +36,28 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mmst_jax.models.bloom import DTYPES, BloomConfig
+from mmst_jax.models.bloom import DTYPES
 from mmst_jax.sharding import MeshConfig
 
 GIB = 2**30
 
-
-def _bytes(dtype: str) -> int:
-    return np.dtype(DTYPES[dtype]).itemsize
-
-
-@dataclasses.dataclass(frozen=True)
-class Workload:
-    """What is planned: one fine-tuning step and one decode step."""
-
-    train_batch: int  # global sequences per step
-    train_length: int
-    decode_batch: int  # global rows decoded together
-    cache_length: int
-    optimizer_dtype: str = "float32"  # AdamW moments
+# Peak bf16 FLOP/s of one chip, by the TPU generation a topology names (MeshConfig.tpu_topology).
+CHIP_PEAK_FLOPS = {"v4": 275e12, "v5p": 459e12, "v5e": 197e12, "v6e": 918e12}
+TRAIN_MFU, DECODE_MFU = 0.4, 0.1  # assumed: decoding is memory-bound
 
 
-def analytic_train(config: BloomConfig, mesh_shape: tuple[int, int, int], w: Workload) -> dict[str, float]:
+def _bytes(dtype) -> int:
+    return np.dtype(DTYPES[dtype] if isinstance(dtype, str) else dtype).itemsize
+
+
+def analytic_train(program, mesh_shape: tuple[int, int, int]) -> dict[str, float]:
+    """Bytes per device of a programs.TrainProgram."""
+    config, tc = program.model, program.train
     d, f, t = mesh_shape
-    p, c, o = _bytes(config.param_dtype), _bytes(config.dtype), _bytes(w.optimizer_dtype)
+    p, c = _bytes(config.param_dtype), _bytes(config.dtype)
     n = config.num_params()
-    e, h, hd, L = config.hidden_size, config.n_head, config.head_dim, w.train_length
-    b = w.train_batch / (d * f)
+    e, h, L = config.hidden_size, config.n_head, program.length
+    b = tc.batch_size / (tc.micro_batches * d * f)
     params = n * p / (f * t)
     # One layer's working set: qkv, context, attention scores and probabilities (fp32), the MLP
     # hidden and its GeLU, residual stream copies; doubled for the backward pass.
@@ -67,20 +66,22 @@ def analytic_train(config: BloomConfig, mesh_shape: tuple[int, int, int], w: Wor
     logits = b * L * config.vocab_size / t * 4 * 2
     out = {
         "parameters": params,
-        "gradients": params,
-        "optimizer": 2 * n * o / (f * t),
+        "gradients": params + (n * 4 / (f * t) if tc.micro_batches > 1 else 0.0),
+        "optimizer": 2 * params,
         "activations": config.n_layer * saved + 2 * layer + logits,
     }
     out["total"] = sum(out.values())
     return out
 
 
-def analytic_decode(config: BloomConfig, mesh_shape: tuple[int, int, int], w: Workload) -> dict[str, float]:
+def analytic_decode(program, mesh_shape: tuple[int, int, int]) -> dict[str, float]:
+    """Bytes per device of a programs.DecodeProgram."""
+    config = program.model
     d, f, t = mesh_shape
-    p, c = _bytes(config.param_dtype), _bytes(config.dtype)
-    b = w.decode_batch / (d * f)
-    kv = 2 * config.n_layer * b * w.cache_length * (config.n_head / t) * config.head_dim * c
-    working = b * (config.vocab_size / t * 4 + (config.n_head / t) * w.cache_length * 4 * 2)
+    p, k = _bytes(config.param_dtype), _bytes(config.cache_dtype)
+    b = program.slots / (d * f)
+    kv = 2 * config.n_layer * b * program.cache_length * (config.n_head / t) * config.head_dim * k
+    working = b * (config.vocab_size / t * 4 + (config.n_head / t) * program.cache_length * 4 * 2)
     out = {"parameters": config.num_params() * p / (f * t), "kv_cache": kv, "working": working}
     out["total"] = sum(out.values())
     return out
@@ -120,42 +121,40 @@ def fits(total_bytes: float, hbm_gib: float | None, headroom: float = 0.9) -> bo
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of plan rows (GiB per device)."""
-    header = ("| slice | devices | mesh d×f×t | step | compiled for | compiled peak GiB | analytic GiB | "
+    header = ("| slice | devices | mesh d×f×t | program | compiled for | compiled peak GiB | analytic GiB | "
               "HBM GiB | fits |")
     lines = [header, "|" + "---|" * 9]
     for r in rows:
-        compiled = "—" if r.get("compiled_peak") is None else f"{r['compiled_peak'] / GIB:.1f}"
+        compiled = "—" if r.get("compiled_peak") is None else f"{r['compiled_peak'] / GIB:.3g}"
         if (r.get("compiled") or {}).get("out_of_memory"):
             compiled = f"> {compiled} (refused)"
         verdict = {True: "yes", False: "no", None: "—"}[r.get("fits")]
         hbm = "—" if r.get("hbm_gib") is None else f"{r['hbm_gib']:g}"
         lines.append(f"| {r['slice']} | {r['devices']} | {'×'.join(map(str, r['mesh']))} | {r['step']} | "
                      f"{r.get('target', '—')} | "
-                     f"{compiled} | {r['analytic_total'] / GIB:.1f} | {hbm} | {verdict} |")
+                     f"{compiled} | {r['analytic_total'] / GIB:.3g} | {hbm} | {verdict} |")
     return "\n".join(lines)
 
 
-def to_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2, default=float)
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, default=float)
 
 
 # --------------------------------------------------------------------------------------------
-# Compiling the steps and planning a topology
+# Compiling the programs and planning a topology
 # --------------------------------------------------------------------------------------------
-def compile_train(config: BloomConfig, mesh, rules, workload: Workload):
-    """The fine-tuning step training runs, for `workload.train_batch` rows of `train_length` tokens."""
+def compile_program(program, mesh, rules):
+    """The compiled executable of a programs.TrainProgram or programs.DecodeProgram."""
     from mmst_jax import training
+    from mmst_jax.sampling import decode
 
-    tc = training.TrainConfig(batch_size=workload.train_batch, num_steps=10, progress_bar=False)
-    return training.lower_train_step(config, tc, mesh, rules, length=workload.train_length).compile()
-
-
-def compile_decode(config: BloomConfig, mesh, rules, workload: Workload):
-    """One sampling step: a token per row against a KV cache of `cache_length` slots."""
-    from mmst_jax.sampling.decode import lower_decode_step
-
-    return lower_decode_step(config, mesh, rules, slots=workload.decode_batch,
-                             cache_length=workload.cache_length).compile()
+    if hasattr(program, "train"):
+        return training.lower_train_step(program.model, program.train, mesh, rules, length=program.length).compile()
+    token_rules = decode.TokenRules(decode.SamplingConfig(temperature=program.temperature, top_k=program.top_k,
+                                                          top_p=program.top_p, max_new_tokens=program.max_new_tokens),
+                                    program.model.eos_token_id, program.model.pad_token_id or 0)
+    return decode.lower_generate(program.model, mesh, rules, slots=program.slots, cache_length=program.cache_length,
+                                 rules_=token_rules).compile()
 
 
 def have_libtpu() -> bool:
@@ -177,56 +176,86 @@ def resolve_target(target: str, mesh_config: MeshConfig) -> str:
     return target
 
 
-def compile_steps(config: BloomConfig, mesh, rules, workload: Workload) -> dict[str, tuple[dict, float]]:
-    """{step: (compiled figures, compile seconds)} of the train and decode steps. A program the
-    TPU compiler refuses for exceeding HBM is a verdict, reported as `out_of_memory` figures."""
-    compiled = {}
-    for step, fn in (("train", compile_train), ("decode", compile_decode)):
-        start = time.perf_counter()
-        try:
-            measured = compiled_memory(fn(config, mesh, rules, workload))
-        except Exception as e:  # noqa: BLE001 - only the compiler's out-of-memory refusal is kept
-            measured = out_of_memory(e)
-            if measured is None:
-                raise
-        compiled[step] = (measured, time.perf_counter() - start)
-    return compiled
+def chip_peak_flops(mesh_config: MeshConfig) -> float | None:
+    """Peak FLOP/s of one chip of a TPU topology (None: not a TPU topology)."""
+    if not mesh_config.tpu_topology:
+        return None
+    return CHIP_PEAK_FLOPS.get(mesh_config.tpu_topology.split(":")[0])
 
 
-def plan(*, mesh_config: MeshConfig, devices: Callable[[str, MeshConfig], Sequence] | None = None,
-         model_preset: str = "bloom-176b", dtype: str = "bfloat16", param_dtype: str = "bfloat16",
-         remat_policy: str = "full", train_batch: int = 256, train_length: int = 1024,
-         decode_batch: int = 256, cache_length: int = 2048, compile: bool = True,
-         target: str = "auto") -> list[dict]:
-    """The plan rows (train, decode) of one topology: analytic figures, and with `compile` the
-    compiled ones for `target` ('auto', 'tpu' or 'cpu'). `devices(target, mesh_config)` gives the
-    slice's devices to compile for (default: the devices JAX has)."""
+def _measure(program, mesh, rules) -> tuple[dict | None, float]:
+    """(compiled figures, compile seconds). A program the TPU compiler refuses for exceeding HBM is a
+    verdict, reported as `out_of_memory` figures."""
+    start = time.perf_counter()
+    try:
+        measured = compiled_memory(compile_program(program, mesh, rules))
+    except Exception as e:  # noqa: BLE001 - only the compiler's out-of-memory refusal is kept
+        measured = out_of_memory(e)
+        if measured is None:
+            raise
+    return measured, time.perf_counter() - start
+
+
+def plan(programs, *, mesh_config: MeshConfig, devices: Callable[[str, MeshConfig], Sequence] | None = None,
+         compile: bool = True, target: str = "auto") -> dict[str, Any]:
+    """The plan of a run's programs (mmst_jax.mmst.programs.RunPrograms) on one topology: a row per
+    program (analytic and, with `compile`, compiled memory for `target`: 'auto', 'tpu' or 'cpu'),
+    and the FLOPs and time of one round. `devices(target, mesh_config)` gives the slice's devices to
+    compile for (default: the devices JAX has)."""
+    from mmst_jax.mmst import programs as programs_lib
+
     num_devices = mesh_config.num_devices
     if num_devices is None:
         raise ValueError("the topology does not say how many devices its slice has: set "
                          "partitioning.MeshConfig.num_devices (the files in gin_configs/topologies do)")
     mesh_shape = mesh_config.resolve(num_devices)
-    config = BloomConfig.preset(model_preset, dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy)
-    workload = Workload(train_batch, train_length, decode_batch, cache_length, optimizer_dtype=param_dtype)
     target = resolve_target(target, mesh_config)
-    compiled = {}
+    mesh = None
     if compile:
         import jax
 
         mesh = mesh_config.make_mesh(devices(target, mesh_config) if devices else jax.devices())
-        compiled = compile_steps(config, mesh, mesh_config.rules, workload)
     rows = []
-    for step, analytic in (("train", analytic_train(config, mesh_shape, workload)),
-                           ("decode", analytic_decode(config, mesh_shape, workload))):
-        measured, seconds = compiled.get(step, (None, None))
+    for program in programs:
+        is_train = hasattr(program, "train")
+        analytic = (analytic_train if is_train else analytic_decode)(program, mesh_shape)
+        measured, seconds = _measure(program, mesh, mesh_config.rules) if compile else (None, None)
         total = measured["peak"] if measured else analytic["total"]
         verdict = False if measured and measured.get("out_of_memory") else fits(total, mesh_config.hbm_gib)
+        config = program.model
+        shape = ({"batch": program.train.batch_size, "micro_batches": program.train.micro_batches,
+                  "length": program.length} if is_train else
+                 {"slots": program.slots, "cache_length": program.cache_length,
+                  "max_new_tokens": program.max_new_tokens, "longest_prompt": program.longest_prompt,
+                  "rows_per_round": program.rows, "temperature": program.temperature})
         rows.append({
-            "slice": mesh_config.name, "devices": num_devices, "mesh": list(mesh_shape), "step": step,
-            "target": target if compile else "analytic", "model": model_preset, "dtype": dtype,
-            "param_dtype": param_dtype, "remat": remat_policy, "workload": dataclasses.asdict(workload),
-            "hbm_gib": mesh_config.hbm_gib, "compiled": measured,
+            "slice": mesh_config.name, "devices": num_devices, "mesh": list(mesh_shape), "step": program.name,
+            "target": target if compile else "analytic", "dtype": config.dtype, "param_dtype": config.param_dtype,
+            "kv_cache_dtype": np.dtype(config.cache_dtype).name, "remat": config.remat_policy,
+            "params": config.num_params(), "shape": shape, "hbm_gib": mesh_config.hbm_gib, "compiled": measured,
             "compiled_peak": measured["peak"] if measured else None, "compile_seconds": seconds,
             "analytic": analytic, "analytic_total": analytic["total"], "fits": verdict,
         })
-    return rows
+    flops = programs_lib.round_flops(programs)
+    peak = chip_peak_flops(mesh_config)
+    seconds = (programs_lib.round_seconds(flops, devices=num_devices, peak_flops=peak, train_mfu=TRAIN_MFU,
+                                          decode_mfu=DECODE_MFU) if peak else {k: None for k in flops})
+    known = [v for v in seconds.values() if v is not None]
+    cost = {"flops": flops, "seconds": seconds, "chip_peak_flops": peak,
+            "assumed_mfu": {"finetune": TRAIN_MFU, "decode": DECODE_MFU},
+            "total_seconds": sum(known) if known and len(known) == len(seconds) else None}
+    return {"rows": rows, "round": cost}
+
+
+def format_cost(cost: dict[str, Any]) -> str:
+    """A Markdown table of one round's FLOPs and estimated time."""
+    lines = ["| program | FLOPs per round | assumed MFU | hours on the slice |", "|---|---|---|---|"]
+    for name, f in cost["flops"].items():
+        s = cost["seconds"].get(name)
+        mfu = cost["assumed_mfu"]["finetune" if name == "finetune" else "decode"]
+        lines.append(f"| {name} | {'—' if f is None else f'{f:.2g}'} | {mfu:.0%} | "
+                     f"{'—' if s is None else f'{s / 3600:.2f}'} |")
+    total, known = cost["total_seconds"], [f for f in cost["flops"].values() if f is not None]
+    flops = f"{sum(known):.2g}" if len(known) == len(cost["flops"]) else "—"
+    lines.append(f"| **round** | {flops} | | {'—' if total is None else f'**{total / 3600:.2f}**'} |")
+    return "\n".join(lines)

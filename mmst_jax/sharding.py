@@ -57,6 +57,14 @@ def _mesh_axes_of(target) -> tuple[str, ...]:
     return (target,) if isinstance(target, str) else tuple(target)
 
 
+def mesh_axes_of_logical(logical: str, rules: Sequence[tuple[str, Any]]) -> tuple[str, ...]:
+    """The mesh axes a logical axis is split over under `rules` (the first rule of it wins)."""
+    for name, target in validate_rules(rules):
+        if name == logical:
+            return _mesh_axes_of(target)
+    return ()
+
+
 def validate_rules(rules: Sequence[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
     """Checks every rule names a known logical axis and known mesh axes; returns them as tuples."""
     checked = []

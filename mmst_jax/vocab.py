@@ -8,8 +8,15 @@ BLOOM's special tokens are `<unk>`=0, `<s>`=1, `</s>`=2, `<pad>`=3. SeqIO's feat
 with id 0; for BLOOM that is `<unk>`, which byte-level BPE never produces, so padding can never be
 confused with text. Attention masks come from lengths and segment ids, never from token identity.
 
+Where a sequence starts (docs/architecture.md): every sequence the model reads, in training and in
+sampling, starts with one token, `start_id(vocabulary)`: the tokenizer's end-of-text token `</s>`
+(EOS), or its `<s>` (BOS) if it has no EOS; a tokenizer with neither is refused. BLOOM's pretraining
+separated documents with EOS, so a sequence starting after EOS is what a published BLOOM has seen;
+`<s>` it never trained on. Training passes the id to SeqIO's DecoderFeatureConverter as its
+shift-right token (`bos_id`); sampling prepends it to every prompt (`encode_prompts`).
+
 `train_bpe_tokenizer` trains a small tokenizer of the same format on the spot (tests, smoke runs:
-nothing is downloaded).
+nothing is downloaded); it has BLOOM's special tokens, `</s>` among them.
 """
 
 from __future__ import annotations
@@ -45,6 +52,23 @@ def _read_tokenizer_json(path: epath.PathLike) -> tuple[str, str]:
             "(or a directory holding one)")
     with storage.naming(path):
         return os.fspath(path), path.read_text()
+
+
+def start_id(vocabulary) -> int:
+    """The token every sequence the model reads starts with (the one rule, for training and sampling):
+    the vocabulary's end-of-text id `eos_id` (`</s>`), else its `bos_id` (`<s>`).
+
+    Works on any vocabulary with `eos_id` and `bos_id` (an HFTokenizerVocabulary, a SeqIO task's
+    output vocabulary). Raises VocabularyError if it has neither.
+    """
+    for name in ("eos_id", "bos_id"):
+        token = getattr(vocabulary, name, None)
+        if token is not None:
+            return int(token)
+    raise VocabularyError(
+        f"{vocabulary!r} has neither an end-of-text (EOS) nor a beginning-of-sequence (BOS) token, and every "
+        "sequence the model reads starts with one of them: use a tokenizer that has '</s>' (or name its "
+        "end-of-text token with HFTokenizerVocabulary(..., eos_token=...))")
 
 
 class HFTokenizerVocabulary(seqio.Vocabulary):
@@ -113,6 +137,11 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
         return 0 if pad is None else pad
 
     @property
+    def start_id(self) -> int:
+        """The token every sequence the model reads starts with: EOS, else BOS (module `start_id`)."""
+        return start_id(self)
+
+    @property
     def special_ids(self) -> frozenset[int]:
         return frozenset(i for i in self._special.values() if i is not None)
 
@@ -127,6 +156,12 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Encodes many strings at once (the tokenizer's own parallel batch path)."""
         return [e.ids for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_prompts(self, texts: Sequence[str]) -> list[list[int]]:
+        """The token ids the model is given for prompts it continues: each prompt's ids after
+        `start_id` (EOS, else BOS), as every training sequence starts (see the module docstring)."""
+        start = self.start_id
+        return [[start] + ids for ids in self.encode_batch(texts)]
 
     def _decode(self, ids: Iterable[int]) -> str:
         ids = [int(i) for i in ids]

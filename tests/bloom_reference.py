@@ -33,3 +33,15 @@ def left_padded_batch(lengths, vocab_size: int, seed: int = 0, pad_id: int = 3):
         ids[row, width - n:] = rs.randint(4, vocab_size, size=n)
         mask[row, width - n:] = 1
     return ids, mask
+
+
+def write_tiny_hf_checkpoint(path, tokenizer_json, *, vocab_size: int = 1024, n_head: int = 4, head_dim: int = 8,
+                             n_layer: int = 2, seed: int = 0):
+    """A random BLOOM in the published HF format (config.json, safetensors) with `tokenizer_json`
+    beside it: what a rehearsal of an experiment loads in place of the published checkpoint."""
+    import shutil
+
+    model = random_hf_bloom(n_head, head_dim=head_dim, n_layer=n_layer, vocab_size=vocab_size, seed=seed, noise=0.0)
+    model.save_pretrained(path, safe_serialization=True)
+    shutil.copy(tokenizer_json, f"{path}/tokenizer.json")
+    return path

@@ -45,6 +45,15 @@ def bpe_tokenizer_dir(tmp_path_factory, data_dir) -> pathlib.Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_hf_checkpoint(tmp_path_factory, bpe_tokenizer_dir) -> pathlib.Path:
+    """A random tiny BLOOM in HF format with the session's tokenizer.json (vocabulary 1024)."""
+    from bloom_reference import write_tiny_hf_checkpoint
+
+    out = tmp_path_factory.mktemp("tiny_hf_bloom")
+    return pathlib.Path(write_tiny_hf_checkpoint(out, bpe_tokenizer_dir / "tokenizer.json"))
+
+
 class GCS:
     """The session's GCS emulator: `bucket` exists, `gate` is the endpoint every client uses (it can
     be told to refuse), `new_gate()` another endpoint onto the same storage (its own byte count)."""

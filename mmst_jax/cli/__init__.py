@@ -29,7 +29,7 @@ GIN_CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin_configs"
 
 DEFAULT_TASK_MODULE = "tasks"
 # Subcommands that read SeqIO tasks (and so import the task module before parsing gin).
-TASK_SUBCOMMANDS = ("run", "eval", "sample", "train", "tasks")
+TASK_SUBCOMMANDS = ("run", "eval", "sample", "train", "tasks", "plan")
 # subcommand -> (module, one-line help). Each module defines `main(argv: Sequence[str]) -> int`.
 SUBCOMMANDS = {
     "run": ("mmst_jax.cli.run", "run or resume MMST rounds: sample, verify, translate, build, fine-tune, evaluate"),
@@ -39,7 +39,7 @@ SUBCOMMANDS = {
     "sample": ("mmst_jax.cli.sample", "sample completions for prompts and write sample records"),
     "convert": ("mmst_jax.cli.convert", "convert BLOOM checkpoints between HF safetensors and orbax"),
     "tasks": ("mmst_jax.cli.tasks", "list the registered SeqIO tasks and render an example"),
-    "plan": ("mmst_jax.cli.plan", "compile steps on a simulated mesh and report memory per device"),
+    "plan": ("mmst_jax.cli.plan", "compile a run's programs for its slice: memory per device, a round's cost"),
 }
 
 

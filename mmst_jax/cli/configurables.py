@@ -11,11 +11,14 @@ files bind (the task module registers its own, `tasks.*`):
     mmst.Tasks.{problems, related, translation, bootstrap}      the SeqIO tasks a run reads
     mmst.RunConfig.{rounds, train_problems, eval_problems, feature_lengths, progress}
     mmst.ModeConfig.{mode, cap_to, finetune_from, max_per_problem, replay}
+    mmst.ModelPolicy.{dtype, param_dtype, remat_policy, kv_cache_dtype}   every model of a run
     mmst.Generation.{num_samples, temperature, top_k, top_p, max_new_tokens, translation_samples,
-                     translation_temperature, vote_samples, vote_temperature, batch_size, ...}
+                     translation_temperature, vote_samples, vote_temperature, batch_size,
+                     max_cache_length, ...}
     mmst.VerifierLimits.{timeout_s, memory_mb, lanes, restarts, allow_unprotected}
     mmst.Base.{hf_checkpoint, tokenizer, model_preset, model_overrides}
-    mmst.run.{use_mesh_config, distributed, title, reuse_base_from}
+    mmst.run.{use_mesh_config, distributed, simulated_devices, title, reuse_base_from}
+    mmst.plan.target                                            `mmst plan`: auto | tpu | cpu
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import dataclasses
 
 import gin
 
-from mmst_jax import distributed, memory_plan, sharding, training
+from mmst_jax import distributed, sharding, training
 from mmst_jax.mmst import config, modes, problems, stages
 from mmst_jax.sampling import job as sampling_job
 from mmst_jax.training import finetune as training_job
@@ -36,6 +39,7 @@ TrainConfig = gin.external_configurable(training.TrainConfig, name="TrainConfig"
 Tasks = gin.external_configurable(problems.TaskNames, name="Tasks", module="mmst")
 RunConfig = gin.external_configurable(config.RunConfig, name="RunConfig", module="mmst")
 ModeConfig = gin.external_configurable(modes.ModeConfig, name="ModeConfig", module="mmst")
+ModelPolicy = gin.external_configurable(config.ModelPolicy, name="ModelPolicy", module="mmst")
 Generation = gin.external_configurable(config.Generation, name="Generation", module="mmst")
 VerifierLimits = gin.external_configurable(config.Limits, name="VerifierLimits", module="mmst")
 Base = gin.external_configurable(stages.Base, name="Base", module="mmst")
@@ -46,16 +50,19 @@ Base = gin.external_configurable(stages.Base, name="Base", module="mmst")
 class RunOptions:
     """How `mmst run` starts: `use_mesh_config` places the model on the gin-bound
     partitioning.MeshConfig (a topology file); `distributed` starts jax.distributed first (several
-    hosts); `reuse_base_from` is a run directory whose round 0 (the base model) to start from."""
+    hosts); `simulated_devices` > 0 makes this process's CPU that many devices (set before JAX
+    starts: a rehearsal of a slice's mesh on one machine); `reuse_base_from` is a run directory
+    whose round 0 (the base model) to start from."""
 
     use_mesh_config: bool = False
     distributed: bool = False
+    simulated_devices: int = 0
     title: str = "MMST run"
     reuse_base_from: str | None = None
 
 
 def run_config() -> config.RunConfig:
-    return RunConfig(mode=ModeConfig(), generation=Generation(), limits=VerifierLimits())
+    return RunConfig(mode=ModeConfig(), policy=ModelPolicy(), generation=Generation(), limits=VerifierLimits())
 
 
 def train_config(scope: str | None = None) -> training.TrainConfig:
@@ -99,7 +106,12 @@ sample = gin.external_configurable(sampling_job.sample, name="sample",
 #        dtype, param_dtype, remat_policy, mesh_shape, train_config, export_model, workdir}; the
 #        JSONL data file comes from the command line.
 train = gin.external_configurable(training_job.finetune, name="train", module="mmst", denylist=["data_file"])
-# plan.{model_preset, dtype, param_dtype, remat_policy, train_batch, train_length, decode_batch,
-#       cache_length, compile, target}; the topology is partitioning.MeshConfig, the devices the command's.
-plan = gin.external_configurable(memory_plan.plan, name="plan", module="mmst",
-                                 denylist=["mesh_config", "devices"])
+
+
+@gin.configurable("plan", module="mmst")
+@dataclasses.dataclass(frozen=True)
+class PlanOptions:
+    """`mmst plan`: `target` of compilation, 'auto' (tpu when libtpu is installed and the
+    topology names its chip layout), 'tpu' or 'cpu' (simulated host devices)."""
+
+    target: str = "auto"

@@ -45,6 +45,10 @@ def main(argv: Sequence[str]) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     options = configurables.RunOptions()
+    if options.simulated_devices:
+        from mmst_jax.distributed import simulate_cpu_devices
+
+        simulate_cpu_devices(options.simulated_devices)
     if options.distributed:
         configurables.initialize_distributed()
     from mmst_jax.mmst import loop

@@ -43,10 +43,12 @@ def base_round(ctx: RunContext) -> None:
                                       corpus_info)["digest"]
     # The base model is a function of its training data and of these settings.
     recipe = json.dumps({"hf": ctx.base.hf_checkpoint, "preset": ctx.base.model_preset,
+                         "policy": repr(ctx.config.policy) if ctx.base.hf_checkpoint is None else None,
                          "overrides": dict(ctx.base.model_overrides), "train": repr(ctx.base.train),
                          "lengths": dict(ctx.config.feature_lengths)}, sort_keys=True)
     ctx.stages.run(0, "checkpoint", rundir.combine(train_digest, recipe), lambda d: _base_checkpoint(ctx, d),
                    lambda d: {"model": rundir.model_path(d)}, hash_contents=False)
+    ctx.check_programs()  # with the run's tokenizer: the real prompts, before the first sample
     evaluate.evaluate_round(ctx, 0)
 
 
@@ -59,10 +61,9 @@ def _base_checkpoint(ctx: RunContext, d: epath.Path) -> None:
             write_text(d / "tokenizer.json", source.read_text())
             write_json(d / "model.json", {"path": os.fspath(ctx.base.hf_checkpoint), "format": "hf"})
         return
-    from mmst_jax.models.bloom import BloomConfig
     from mmst_jax.vocab import train_bpe_tokenizer
 
-    config = BloomConfig.preset(ctx.base.model_preset, **dict(ctx.base.model_overrides))
+    config = ctx.model_config()
     train_dir = ctx.run_dir.stage(0, "train")
     if ctx.host == 0 and not (d / "tokenizer.json").exists():
         records = read_parts(train_dir / "text") + read_parts(train_dir / "code")

@@ -6,6 +6,34 @@ import dataclasses
 from typing import Mapping
 
 from mmst_jax.mmst.modes import ModeConfig
+from mmst_jax.models.bloom import DTYPES, REMAT_POLICIES, BloomConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelPolicy:
+    """How every model of a run computes, whatever its checkpoint stores: `dtype` of matmuls and
+    activations, `param_dtype` of the parameters and AdamW moments while fine-tuning (None: as the
+    checkpoint stores them), `remat_policy` of fine-tuning (models.bloom.REMAT_POLICIES), and
+    `kv_cache_dtype` of decoding (None: the compute dtype, so bf16 models decode with a bf16 cache)."""
+
+    dtype: str = "float32"
+    param_dtype: str | None = None
+    remat_policy: str = "none"
+    kv_cache_dtype: str | None = None
+
+    def __post_init__(self):
+        for name in ("dtype", "param_dtype", "kv_cache_dtype"):
+            value = getattr(self, name)
+            if value is not None and value not in DTYPES:
+                raise ValueError(f"mmst.ModelPolicy.{name}={value!r}; choose one of {sorted(DTYPES)}")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"mmst.ModelPolicy.remat_policy={self.remat_policy!r}; choose one of "
+                             f"{sorted(REMAT_POLICIES)}")
+
+    def apply(self, config: BloomConfig) -> BloomConfig:
+        """`config` (an architecture, as a checkpoint stores it) under this policy."""
+        return dataclasses.replace(config, dtype=self.dtype, param_dtype=self.param_dtype or config.param_dtype,
+                                   remat_policy=self.remat_policy, kv_cache_dtype=self.kv_cache_dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,8 +43,10 @@ class Generation:
     Training problems: `num_samples` per problem and method at `temperature` (top_k, top_p).
     Translations: `translation_samples` per verified solution at `translation_temperature`.
     Evaluation: greedy (accuracy) and, if `vote_samples` > 0, that many at `vote_temperature` (maj@k).
-    `batch_size` counts rows (prompt x sample) per sampler call; `chunk_rows` rows are written per
-    chunk file, the unit of resumption inside a sampling stage.
+    `batch_size` counts rows decoding at once (the sampler's slots; a multiple of the devices rows
+    are split over); `chunk_rows` rows are written per chunk file, the unit of resumption inside a
+    sampling stage. `max_cache_length`: KV-cache columns per row, prompt plus new tokens (None: the
+    longest prompt of the run's tasks, rounded up to `length_bucket`, plus `max_new_tokens`).
     """
 
     num_samples: int = 4
@@ -31,6 +61,7 @@ class Generation:
     batch_size: int = 64
     chunk_rows: int = 512
     length_bucket: int = 32
+    max_cache_length: int | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -58,7 +89,7 @@ class Limits:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """One MMST run: rounds, mode, generation, verifier limits, token budgets.
+    """One MMST run: rounds, mode, model policy, generation, verifier limits, token budgets.
 
     `train_problems`: problems sampled per round (0: every training problem), drawn per round with
     a seeded shuffle. `eval_problems`: test problems per dataset (0: all). `feature_lengths`:
@@ -67,6 +98,7 @@ class RunConfig:
 
     rounds: int = 3
     mode: ModeConfig = ModeConfig()
+    policy: ModelPolicy = ModelPolicy()
     generation: Generation = Generation()
     limits: Limits = Limits()
     train_problems: int = 0

@@ -51,6 +51,7 @@ def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, tasks: TaskNames, 
         mesh = make_mesh((1, 1, 1), jax.devices()[:1]) if jax.process_count() == 1 else MeshConfig().make_mesh()
     ctx = RunContext(run_dir=run_dir, config=config, tasks=tasks, base=base, finetune=finetune, mesh=mesh,
                      rules=tuple(rules or DEFAULT_RULES), stages=Stages(run_dir))
+    ctx.check_programs()  # every host, before anything is trained or sampled
     metrics = {}
     for r in range(config.rounds + 1):
         if r == 0:

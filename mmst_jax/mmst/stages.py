@@ -100,6 +100,7 @@ class RunContext:
     stages: Stages
     problems: Problems | None = None  # read from the tasks when first needed (after round 0's tokenizer)
     _model: tuple[str, Model] | None = None
+    _checked: str | None = None  # how far check_programs got: "settings", then "prompts"
 
     @property
     def host(self) -> int:
@@ -114,28 +115,54 @@ class RunContext:
         return rundir.tokenizer_path(self.run_dir)
 
     def model(self, round_index: int) -> Model:
-        """The model of a round's checkpoint stage, loaded onto the mesh (kept until another is asked)."""
+        """The model of a round's checkpoint stage, loaded onto the mesh (kept until another is
+        asked), computing under the run's policy with the parameters as stored."""
         path = rundir.model_path(self.run_dir.stage(round_index, "checkpoint"))
         if self._model is None or self._model[0] != path:
             self._model = None
-            self._model = (path, load_model(path, self.tokenizer_path, self.mesh, self.rules))
+            model = load_model(path, self.tokenizer_path, self.mesh, self.rules)
+            model.config = dataclasses.replace(self.config.policy.apply(model.config),
+                                               param_dtype=model.config.param_dtype)
+            self._model = (path, model)
         return self._model[1]
 
-    def prompts(self) -> Problems:
-        """The run's prompt records, read from its SeqIO tasks once; the tasks must encode with the
-        run's tokenizer."""
-        from mmst_jax.mmst import problems as problem_tasks
+    def model_config(self, path: str | None = None):
+        """The BloomConfig a model directory (default: the base model) trains and samples as: its
+        architecture under the run's policy."""
+        from mmst_jax.mmst.programs import base_model
+        from mmst_jax.models.orbax import read_config
+
+        return self.config.policy.apply(read_config(path) if path is not None else base_model(self.base)[0])
+
+    def check_programs(self) -> None:
+        """Refuses, on every host, a configuration whose programs would fail (mmst_jax.mmst.programs):
+        before round 0 from the settings alone, and again once the run's tokenizer exists, with its
+        real prompts. Raises programs.ProgramError (a task not registered: TaskError)."""
+        from mmst_jax.mmst import programs
+        from mmst_jax.mmst.problems import get_task
+        from mmst_jax.records import DIRECTIONS, METHODS
         from mmst_jax.vocab import HFTokenizerVocabulary
 
-        if self.problems is None:
-            theirs = problem_tasks.task_vocabulary(self.tasks)
-            ours = HFTokenizerVocabulary(str(self.tokenizer_path))
-            if theirs != ours:
-                raise problem_tasks.TaskError(
-                    f"the tasks encode with another tokenizer than the run's ({self.tokenizer_path}): bind "
-                    f"tasks.tokenizer.path to it, or leave it unbound in `mmst run`")
-            self.problems = problem_tasks.problem_prompts(self.tasks)
-        return self.problems
+        if self._checked == "prompts":
+            return
+        for name in self.tasks.problems:  # registered, before anything reads them
+            for method in METHODS:
+                get_task(f"{name}_{method}")
+        for name in self.tasks.related:
+            get_task(f"{name}_text")
+        for direction in DIRECTIONS:
+            get_task(self.tasks.translation.format(direction=direction))
+        own = self.tokenizer_path.exists()
+        tokenizer = self.tokenizer_path if own else programs.base_tokenizer(self.base)
+        settings = programs.settings_for(base=self.base, config=self.config, finetune=self.finetune,
+                                         mesh_shape=self.mesh.shape, rules=self.rules, hosts=self.hosts,
+                                         tokenizer=tokenizer)
+        prompts = None
+        if own:
+            encode = HFTokenizerVocabulary(str(self.tokenizer_path)).encode_prompts
+            prompts = programs.with_token_counts(self.prompts(), encode)
+        programs.check(programs.describe(settings, prompts))
+        self._checked = "prompts" if own else "settings"
 
 
 def seed_for(seed: int, round_index: int, what: str) -> int:

@@ -93,6 +93,7 @@ class BloomConfig:
     dtype: str = "float32"  # compute dtype of matmuls and activations
     param_dtype: str = "float32"  # storage dtype of the parameters
     remat_policy: str = "none"  # one of REMAT_POLICIES
+    kv_cache_dtype: str | None = None  # dtype of the decoding KV cache; None: the compute dtype
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "n_layer", "n_head"):
@@ -102,7 +103,7 @@ class BloomConfig:
         if self.hidden_size % self.n_head:
             raise BloomConfigError(f"hidden_size {self.hidden_size} is not divisible by n_head {self.n_head}: "
                               "every head must have the same width")
-        for name in ("dtype", "param_dtype"):
+        for name in ("dtype", "param_dtype") + (("kv_cache_dtype",) if self.kv_cache_dtype else ()):
             if getattr(self, name) not in DTYPES:
                 raise BloomConfigError(f"BloomConfig.{name}={getattr(self, name)!r}; choose one of {sorted(DTYPES)}")
         if self.remat_policy not in REMAT_POLICIES:
@@ -119,6 +120,10 @@ class BloomConfig:
     @property
     def params_dtype(self):
         return DTYPES[self.param_dtype]
+
+    @property
+    def cache_dtype(self):
+        return DTYPES[self.kv_cache_dtype or self.dtype]
 
     def num_params(self) -> int:
         e, v, l = self.hidden_size, self.vocab_size, self.n_layer
@@ -463,7 +468,7 @@ def init_cache(config: BloomConfig, batch: int, cache_length: int, dtype=None, *
     kept once: every row attends to them before its own cache; they are neither recomputed nor
     copied per row.
     """
-    dtype = dtype or config.compute_dtype
+    dtype = dtype or config.cache_dtype
     shape = (batch, config.n_head, cache_length, config.head_dim)
     cache = {name: tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)) for name in ("key", "value")}
     if prefix is not None:

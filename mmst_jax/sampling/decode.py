@@ -301,9 +301,14 @@ def generate(params, state: Slots, want_free: jax.Array, *, config: BloomConfig,
     return jax.lax.while_loop(cond, body, state)
 
 
-def lower_decode_step(config: BloomConfig, mesh, rules, *, slots: int, cache_length: int):
-    """The lowered decode step of `slots` rows against a KV cache of `cache_length` columns, with
-    the parameters and the cache placed by their logical axes (for `mmst plan`)."""
+def lower_generate(config: BloomConfig, mesh, rules, *, slots: int, cache_length: int, rules_: TokenRules,
+                   stop_states: int | None = 3):
+    """`generate` as the sampler runs it — `slots` rows against caches of `cache_length` columns,
+    under the token rules and a stop automaton of `stop_states` states (None: no stop strings) —
+    lowered against abstract inputs placed by their logical axes: nothing is allocated (for
+    `mmst plan`; `.compile()` it to read its memory)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
     from mmst_jax import sharding
     from mmst_jax.models import shardings
 
@@ -311,15 +316,21 @@ def lower_decode_step(config: BloomConfig, mesh, rules, *, slots: int, cache_len
     param_shardings = shardings.decoding_param_shardings(config, mesh, rules)
     cache = jax.eval_shape(lambda: init_cache(config, slots, cache_length))
     cache_shardings = shardings.cache_shardings(cache, mesh, rules)
-    rows = sharding.batch_sharding(mesh, rules, ndim=1)
-    token = jax.ShapeDtypeStruct((slots,), jnp.int32, sharding=rows)
+    replicated = NamedSharding(mesh, PartitionSpec())
 
-    def step(params, cache, token, lengths):
-        logits, cache = cached_forward(config, params, cache, token[:, None], lengths)
-        return jnp.argmax(logits, axis=-1), cache
+    def rows(shape, dtype):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(mesh, rules, ndim=len(shape)))
 
-    jitted = jax.jit(step, in_shardings=(param_shardings, cache_shardings, rows, rows),
-                     out_shardings=(None, cache_shardings), donate_argnums=1)
+    n = rules_.sampling.max_new_tokens
+    state = Slots(cache=sharding.abstract_with_shardings(cache, cache_shardings),
+                  lengths=rows((slots,), jnp.int32), last=rows((slots,), jnp.int32),
+                  tokens=rows((slots, n), jnp.int32), count=rows((slots,), jnp.int32),
+                  limit=rows((slots,), jnp.int32), keys=rows((slots, *KEY_SHAPE), jnp.uint32),
+                  stop_state=rows((slots,), jnp.int32), done=rows((slots,), jnp.bool_),
+                  steps=jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated))
+    want = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
+    table = None if stop_states is None else jax.ShapeDtypeStruct((stop_states, config.vocab_size), jnp.int32,
+                                                                  sharding=replicated)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        return jitted.lower(sharding.abstract_with_shardings(params, param_shardings),
-                            sharding.abstract_with_shardings(cache, cache_shardings), token, token)
+        return generate.lower(sharding.abstract_with_shardings(params, param_shardings), state, want,
+                              config=config, rules=rules_, stop_table=table)

@@ -13,7 +13,8 @@ Each host samples its own share of the problems (problem i goes to host i % host
 the key fold_in(fold_in(key(seed), i), j), so the records do not depend on the number of hosts,
 the batch size or the mesh. Problems of one (dataset, method) are queued together, so their
 few-shot block is prefilled once and shared by every row, and each problem's prompt once for its
-samples (`mmst_jax.sampling.sampler`).
+samples (`mmst_jax.sampling.sampler`). Every prompt is given after the start token
+(`mmst_jax.vocab.start_id`: EOS, else BOS), as every training sequence starts.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def sample_prompts(prompts: Sequence[dict], model: Model, sampler: Sampler, *, n
     # This host's problems, keeping their global index (it seeds their samples).
     host, hosts = host_info()
     mine = [(i, p) for i, p in enumerate(prompts) if i % hosts == host]
-    tokens = vocab.encode_batch([p["prompt"] for _, p in mine])
+    tokens = vocab.encode_prompts([p["prompt"] for _, p in mine])  # after the start token, as in training
     order = sorted(range(len(mine)), key=lambda n: (str(mine[n][1].get("dataset")), str(mine[n][1].get("method")), n))
     requests = [Request(tokens[n], decode.row_keys(seed, [mine[n][0]] * num_samples, range(num_samples)))
                 for n in order]

@@ -2,7 +2,9 @@
 
 `sample_record(...)` is the one builder of a sample record (docs/architecture.md) from a prompt record.
 `generate_records(...)` samples every prompt record of this host's shard (record i goes to host
-i % hosts) and writes `OUT_DIR/part-{host:05d}-of-{hosts:05d}.jsonl`. Row (i, j) — prompt i of the
+i % hosts) and writes `OUT_DIR/part-{host:05d}-of-{hosts:05d}.jsonl`. The model is given each
+prompt's token ids after the start token (`mmst_jax.vocab.start_id`: EOS, else BOS), as every
+training sequence starts; completions hold only the new tokens. Row (i, j) — prompt i of the
 whole list, sample j — is drawn with its own key `row_keys(seed, i, j)`, so the records depend
 neither on the number of hosts nor on batching. Rows are sampled in fixed chunks, all of them in one
 continuous-batching run (`mmst_jax.sampling.sampler`), each chunk written atomically to a hidden
@@ -91,7 +93,8 @@ def _sample_chunks(prompts: Sequence[dict], chunks: list[list[tuple[int, int]]],
     sampler = Sampler(model.config, model.params, sampling, eos_id=vocab.eos_id, pad_id=vocab.pad_id, stop=stop,
                       mesh=mesh, rules=rules, length_bucket=length_bucket, slots=slots)
     need = sorted({i for c in todo for i, _ in chunks[c]})
-    tokens = dict(zip(need, vocab.encode_batch([prompts[i]["prompt"] for i in need])))
+    # Each prompt after the start token, as the model reads every sequence in training (vocab.start_id).
+    tokens = dict(zip(need, vocab.encode_prompts([prompts[i]["prompt"] for i in need])))
     requests, owner = [], []  # owner[r]: (chunk, prompt, sample indices) of request r
     for c in todo:
         for i, group in itertools.groupby(chunks[c], key=lambda row: row[0]):

@@ -6,7 +6,14 @@
 Batches come from SeqIO's DecoderFeatureConverter over `{inputs, targets}` examples: the model reads
 `decoder_input_tokens` (the concatenation shifted right) and is scored on `decoder_target_tokens`
 with `decoder_loss_weights`, which are 1 on target tokens only (the prompt is masked out). Packed
-batches also carry `decoder_segment_ids`.
+batches also carry `decoder_segment_ids`. The shift-right token that starts every sequence is
+`bos_id`, which callers set to `mmst_jax.vocab.start_id(vocabulary)` (EOS, else BOS), the token the
+sampler puts before every prompt.
+
+Order: `text_pairs_dataset(..., shuffle_seed=s)` is an endless stream of epochs, each a full
+permutation of all the examples, seeded by (s, epoch), of which host `host` of `hosts` keeps
+every `hosts`-th example (so every host's shard mixes all the sources); it is a deterministic
+function of the seed, which is what `BatchIterator` needs to resume exactly.
 """
 
 from __future__ import annotations
@@ -46,14 +53,25 @@ def _ragged(rows: Sequence[list[int]]):
     return tf.RaggedTensor.from_row_lengths(values, [len(r) for r in rows])
 
 
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """Epoch `epoch`'s order of `num_examples` examples: a permutation seeded by (seed, epoch), the
+    same on every host and in every run."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
+
+
 def text_pairs_dataset(pairs: Sequence[tuple[str, str]], vocab, *, max_lengths: Mapping[str, int] | None = None,
-                       host: int = 0, hosts: int = 1):
+                       host: int = 0, hosts: int = 1, shuffle_seed: int | None = None):
     """The {inputs, targets} token ids (tf.data, one example per element) of (prompt, completion)
     text pairs, as `seqio_dataset` batches them. Completions end with EOS, as SeqIO appends it.
 
     With `max_lengths` ({"inputs": N, "targets": M}), examples longer than them are dropped (never
-    truncated) with a warning; without, `seqio_dataset` trims them. Host `host` of `hosts` keeps
-    every `hosts`-th example. Raises TrainingDataError when no example is left.
+    truncated) with a warning; without, `seqio_dataset` trims them. Raises TrainingDataError when no
+    example is left for this host.
+
+    Without `shuffle_seed`: one pass over the examples in their order, host `host` of `hosts`
+    keeping every `hosts`-th one. With it: endless epochs, epoch e being all the examples in the
+    order `epoch_order(n, shuffle_seed, e)` and host `host` keeping every `hosts`-th example of
+    that order; give it to `seqio_dataset` with shuffle=False (it is shuffled already).
     """
     import tensorflow as tf
 
@@ -67,13 +85,28 @@ def text_pairs_dataset(pairs: Sequence[tuple[str, str]], vocab, *, max_lengths: 
         if len(examples) < len(pairs):
             log.warning("%d of %d training examples are longer than %s tokens and were dropped",
                         len(pairs) - len(examples), len(pairs), dict(max_lengths))
-    examples = examples[host::hosts]
-    if not examples:
+    if not examples[host::hosts]:
         fit = f" fits the lengths {dict(max_lengths)}" if max_lengths is not None else " is left"
-        raise TrainingDataError(f"no training example{fit}")
-    ds = tf.data.Dataset.from_tensor_slices({"inputs": _ragged([a for a, _ in examples]),
-                                             "targets": _ragged([b for _, b in examples])})
-    return ds.map(lambda ex: {"inputs": ex["inputs"], "targets": ex["targets"]})  # ragged rows -> tensors
+        raise TrainingDataError(f"no training example{fit}" + (f" for host {host} of {hosts}" if examples else ""))
+    if shuffle_seed is None:
+        examples = examples[host::hosts]
+        ds = tf.data.Dataset.from_tensor_slices({"inputs": _ragged([a for a, _ in examples]),
+                                                 "targets": _ragged([b for _, b in examples])})
+        return ds.map(lambda ex: {"inputs": ex["inputs"], "targets": ex["targets"]})  # ragged rows -> tensors
+
+    table = {"inputs": _ragged([a for a, _ in examples]), "targets": _ragged([b for _, b in examples])}
+    n, seed = len(examples), int(shuffle_seed)
+
+    def shard_of_epoch(epoch):
+        order = tf.numpy_function(lambda e: epoch_order(n, seed, e)[host::hosts], [epoch], tf.int64,
+                                  stateful=False)
+        order.set_shape([None])
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    def lookup(index):
+        return {"inputs": table["inputs"][index], "targets": table["targets"][index]}
+
+    return tf.data.Dataset.counter().flat_map(shard_of_epoch).map(lookup)  # epochs 0, 1, 2, ...
 
 
 def seqio_dataset(source, feature_lengths: Mapping[str, int], batch_size: int, *, pack: bool = True,
@@ -82,9 +115,14 @@ def seqio_dataset(source, feature_lengths: Mapping[str, int], batch_size: int, *
     """Batches of model features (tf.data) from a SeqIO task/mixture name or a tf.data dataset.
 
     A dataset must yield `inputs` and `targets` as int32 token ids; they are trimmed to
-    `feature_lengths`. `batch_size` is this host's rows per batch (the global batch divided by the
-    number of hosts; each host reads its own shard of a SeqIO task). Output order is a
-    deterministic function of `seed`, which is what lets `BatchIterator` resume exactly.
+    `feature_lengths`; with `shuffle` it is repeated and mixed through a 1024-example buffer (a
+    SeqIO task is shuffled by SeqIO). A `text_pairs_dataset` with a `shuffle_seed` is globally
+    shuffled already: pass shuffle=False. `batch_size` is this host's rows per batch (the global
+    batch divided by the number of hosts; each host reads its own shard of a SeqIO task). `bos_id`
+    starts every sequence (the converter's shift-right token): pass
+    `mmst_jax.vocab.start_id(vocabulary)`; SeqIO's default 0 suits only token ids without a
+    vocabulary. Output order is a deterministic function of `seed`, which is what lets
+    `BatchIterator` resume exactly.
     """
     import seqio
     import tensorflow as tf

@@ -6,6 +6,11 @@ text, or the built-in sums, then export the trained model.
 A run finding checkpoints in its working directory resumes from the newest complete one. At the end
 the trained parameters are written to WORKDIR/model (config.json + params/, as `mmst convert`
 writes), ready for `mmst convert --to hf` or as the next round's starting point.
+
+Every sequence starts with the start token of the vocabulary (`mmst_jax.vocab.start_id`: EOS,
+else BOS), the one the sampler puts before every prompt: the SeqIO task's own output vocabulary,
+or the tokenizer. JSONL (and built-in) examples are globally shuffled, every epoch a full seeded
+permutation (`training.text_pairs_dataset` with a `shuffle_seed`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,25 @@ def _mesh(shape: Sequence[int]):
     return sharding.make_mesh(shape)
 
 
+def _task_vocabulary(name: str, tokenizer: str | None):
+    """The vocabulary of a SeqIO task's (or mixture's) `targets` feature; without one, the tokenizer's."""
+    import seqio
+
+    from mmst_jax.training.config import TrainingDataError
+    from mmst_jax.vocab import HFTokenizerVocabulary
+
+    try:
+        features = seqio.get_mixture_or_task(name).output_features
+    except ValueError as e:
+        raise TrainingDataError(f"cannot read SeqIO task or mixture {name!r}: {e}") from e
+    if "targets" in features:
+        return features["targets"].vocabulary
+    if tokenizer is None:
+        raise TrainingDataError(f"SeqIO task or mixture {name!r} has no 'targets' feature and no tokenizer "
+                                "is given: the start token of its sequences is unknown")
+    return HFTokenizerVocabulary(tokenizer)
+
+
 def finetune(data_file: str | None = None, workdir: str = "runs/train", *,
              mixture_or_task_name: str | None = None, task_feature_lengths: dict | None = None,
              pack: bool = True, model_preset: str = "tiny", hf_checkpoint: str | None = None,
@@ -60,7 +84,7 @@ def finetune(data_file: str | None = None, workdir: str = "runs/train", *,
     from mmst_jax.models.orbax import read_config, save_orbax
     from mmst_jax.training.data import read_examples, seqio_dataset, text_pairs_dataset
     from mmst_jax.training.loop import train
-    from mmst_jax.vocab import HFTokenizerVocabulary, train_bpe_tokenizer
+    from mmst_jax.vocab import HFTokenizerVocabulary, start_id, train_bpe_tokenizer
 
     tc = train_config or SMOKE_CONFIG
     lengths = dict(task_feature_lengths or {"inputs": 64, "targets": 64})
@@ -74,8 +98,8 @@ def finetune(data_file: str | None = None, workdir: str = "runs/train", *,
     host_batch = tc.batch_size // jax.process_count()
 
     if mixture_or_task_name:
-        bos = config.bos_token_id or 0
-        data = seqio_dataset(mixture_or_task_name, lengths, host_batch, pack=pack, seed=tc.seed, bos_id=bos)
+        start = start_id(_task_vocabulary(mixture_or_task_name, tokenizer))
+        data = seqio_dataset(mixture_or_task_name, lengths, host_batch, pack=pack, seed=tc.seed, bos_id=start)
     else:
         examples = read_examples(data_file) if data_file else list(DEFAULT_EXAMPLES)
         if tokenizer is None:
@@ -88,8 +112,10 @@ def finetune(data_file: str | None = None, workdir: str = "runs/train", *,
         vocab = HFTokenizerVocabulary(tokenizer)
         vocab.check_fits_model(config.vocab_size, f"the model ({hf_checkpoint or model_preset})")
         pairs = [(e["inputs"], e["targets"]) for e in examples]
-        data = seqio_dataset(text_pairs_dataset(pairs, vocab), lengths, host_batch, pack=pack, seed=tc.seed,
-                             bos_id=vocab.bos_id or 0)
+        shuffled = text_pairs_dataset(pairs, vocab, host=jax.process_index(), hosts=jax.process_count(),
+                                      shuffle_seed=tc.seed)
+        data = seqio_dataset(shuffled, lengths, host_batch, pack=pack, shuffle=False, seed=tc.seed,
+                             bos_id=vocab.start_id)
 
     last = {}
     state = train(config, hf_checkpoint, data, tc, mesh, workdir,
