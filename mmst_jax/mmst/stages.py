@@ -126,6 +126,22 @@ class RunContext:
             self._model = (path, model)
         return self._model[1]
 
+    def prompts(self) -> Problems:
+        """The run's prompt records, read from its SeqIO tasks once; the tasks must encode with the
+        run's tokenizer."""
+        from mmst_jax.mmst import problems as problem_tasks
+        from mmst_jax.vocab import HFTokenizerVocabulary
+
+        if self.problems is None:
+            theirs = problem_tasks.task_vocabulary(self.tasks)
+            ours = HFTokenizerVocabulary(str(self.tokenizer_path))
+            if theirs != ours:
+                raise problem_tasks.TaskError(
+                    f"the tasks encode with another tokenizer than the run's ({self.tokenizer_path}): bind "
+                    f"tasks.tokenizer.path to it, or leave it unbound in `mmst run`")
+            self.problems = problem_tasks.problem_prompts(self.tasks)
+        return self.problems
+
     def model_config(self, path: str | None = None):
         """The BloomConfig a model directory (default: the base model) trains and samples as: its
         architecture under the run's policy."""
