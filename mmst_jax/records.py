@@ -4,7 +4,9 @@ Every record file of the project (prompts, samples, verified records, training e
 JSON object a line. A sample record (written by sampling) has `SAMPLE_FIELDS`; a verified record
 adds `VERIFIED_FIELDS` (the verifier's verdict); a translation also carries `source_method`,
 `source_sample_index` and `train_prompt`; a training record adds `source` (`self`, `translation`,
-`replay`). docs/architecture.md describes every field.
+`replay`). A known solution that round 1 adds to its samples (mmst_jax.mmst.rounds, a run binding
+`mmst.Tasks.known`) carries `known: true` on its sample, verified and training records.
+docs/architecture.md describes every field.
 
 Writes are atomic, so a reader never sees half a file: locally a temporary name in the same
 directory, then a rename; on `gs://` one upload of the whole object, which appears only once it is

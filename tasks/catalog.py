@@ -43,7 +43,7 @@ class Rendered:
 @dataclasses.dataclass(frozen=True)
 class TaskInfo:
     name: str
-    kind: str  # few_shot | translation | training | synthetic (selects the feature lengths)
+    kind: str  # few_shot | translation | training | synthetic (selects the feature lengths) | known (tasks.known)
     description: str
     splits: tuple[str, ...]
     # (split, count_tokens or None) -> examples; with a token counter they are fitted to the kind's

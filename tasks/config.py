@@ -6,6 +6,8 @@ take plain arguments, and the registered tasks ask these functions at the moment
 - data directory: `tasks.data_dir.path` in gin, else the environment variable `MMST_DATA_DIR`.
 - tokenizer: `tasks.tokenizer.path` in gin (an HF tokenizer.json or a directory holding one), else
   the environment variable `MMST_TOKENIZER`.
+- problems per split: `tasks.problems_per_split.limit` keeps the first N problems of every dataset
+  split (None: all), as a rehearsal of a run does.
 - feature lengths: `tasks.feature_lengths.lengths` maps a task kind (`few_shot`, `translation`,
   `training`, `synthetic`) to `{"inputs": N, "targets": M}`.
 """
@@ -62,6 +64,15 @@ def tokenizer_path(path: str | None = None) -> str:
             f"no tokenizer: bind tasks.tokenizer.path in gin (--gin.tasks.tokenizer.path=\"DIR\") "
             f"or set the environment variable {TOKENIZER_ENV}")
     return str(path)
+
+
+@gin.configurable("problems_per_split", module="tasks")
+def problems_per_split(limit: int | None = None) -> int | None:
+    """How many problems of each dataset split the problem tasks keep, the first in the split's
+    order (None: all)."""
+    if limit is not None and limit < 1:
+        raise TaskConfigError(f"tasks.problems_per_split.limit must be >= 1 or None, got {limit}")
+    return limit
 
 
 @gin.configurable("feature_lengths", module="tasks")

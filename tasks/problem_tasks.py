@@ -125,7 +125,7 @@ def translation_sources(method: str, files: Mapping[str, Sequence[str]] | None =
 
 def _problem_renderer(dataset: str, method: str):
     def render(split: str, count_tokens: Counter) -> Rendered:
-        problems = splits.cached_splits(config.data_dir()).get(dataset, split)
+        problems = splits.cached_splits(config.data_dir()).get(dataset, split)[:config.problems_per_split()]
         return render_problems(problems, method, count_tokens, config.feature_lengths("few_shot"))
     return render
 

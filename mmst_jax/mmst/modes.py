@@ -18,6 +18,11 @@ A copied solution (`copied` on its verified record: a program whose solution() r
 without computing it, or a text translation that states the answer with no intermediate step;
 mmst_jax.verify.copies) is never a training example nor a source to translate, whatever the
 mode; `copied_counts` says how many correct ones were kept out, per source and method.
+
+A known solution (`known: true` on its record: a solution of a known-solution task that round 1
+adds to its samples, mmst_jax.mmst.rounds) is a sample like any other here: verified, counted
+and trained on under the same rules; its training record keeps `known: true`, and
+`known_counts` counts them.
 """
 
 from __future__ import annotations
@@ -88,10 +93,13 @@ def cross_examples(translated: Sequence[dict], method: str, max_per_problem: int
 
 
 def _train_record(r: dict, prompt: str, source: str) -> dict:
-    return {"problem_id": r["problem_id"], "dataset": r["dataset"], "method": r["method"],
-            "sample_index": r["sample_index"], "round": r.get("round", 0), "prompt": prompt,
-            "completion": r["completion"], "gold": r["gold"], "seed": r.get("seed", 0),
-            "correct": True, "source": source}
+    out = {"problem_id": r["problem_id"], "dataset": r["dataset"], "method": r["method"],
+           "sample_index": r["sample_index"], "round": r.get("round", 0), "prompt": prompt,
+           "completion": r["completion"], "gold": r["gold"], "seed": r.get("seed", 0),
+           "correct": True, "source": source}
+    if r.get("known"):
+        out["known"] = True
+    return out
 
 
 def mixture(mode: str, verified: Sequence[dict], translated: Sequence[dict],
@@ -139,6 +147,17 @@ def copied_counts(verified: Sequence[dict], translated: Sequence[dict]) -> dict[
     for source, records in (("self", verified), ("translation", translated)):
         out[source] = {m: sum(1 for r in records if r["method"] == m and r.get("correct") and r.get("copied"))
                        for m in METHODS}
+    return out
+
+
+def known_counts(verified: Sequence[dict]) -> dict[str, dict[str, int]]:
+    """Known solutions among verified records, {method: {"correct", "total"}} for each method that
+    has any ({} when none)."""
+    out = {}
+    for m in METHODS:
+        rs = [r for r in verified if r.get("known") and r["method"] == m]
+        if rs:
+            out[m] = {"correct": sum(1 for r in rs if r.get("correct")), "total": len(rs)}
     return out
 
 

@@ -1,6 +1,9 @@
 """The report of a run, rebuilt from the stage markers after every round.
 
-    report/metrics.json    {"mode", "rounds": [ROUND, ...]} exactly as docs/architecture.md says
+    report/metrics.json    {"mode", "rounds": [ROUND, ...]} exactly as docs/architecture.md says; a
+                           round that added known solutions to its samples (`mmst.Tasks.known`) also
+                           has `"known": {METHOD: {"correct", "total", "train"}}` (verified known
+                           solutions, and the training examples made of them)
     report/details.json    what metrics.json has no room for: overlap of solved problems and its
                            correlation, verifier losses, training sources, copied answers kept
                            out of training and programs run without every protection, per round
@@ -69,6 +72,12 @@ def collect(run_dir: rundir.RunDir, mode: str) -> tuple[dict, dict]:
                            if d in t_info},
             "train_examples": dict(train["info"].get("train_examples", {})) if train else {},
         })
+        known = verified["info"].get("known") if verified else None
+        if known:
+            trained = train["info"].get("known", {}) if train else {}
+            rounds[-1]["known"] = {m: {"correct": known.get(m, {}).get("correct", 0),
+                                       "total": known.get(m, {}).get("total", 0), "train": trained.get(m, 0)}
+                                   for m in METHODS}
         details.append({
             "round": r,
             "overlap": ev["info"].get("overlap", {}),
@@ -195,6 +204,9 @@ def _tensorboard(metrics: dict, details: dict, directory: epath.Path) -> None:
                 writer.add_scalar(f"translated/{direction}/kept", t["kept"], step)
             for method, n in r["train_examples"].items():
                 writer.add_scalar(f"train_examples/{method}", n, step)
+            for method, k in r.get("known", {}).items():
+                for what in ("correct", "total", "train"):
+                    writer.add_scalar(f"known/{method}/{what}", k[what], step)
             for dataset, o in d["overlap"].items():
                 if o.get("correlation") is not None:
                     writer.add_scalar(f"overlap/{dataset}/correlation", o["correlation"], step)
@@ -233,10 +245,15 @@ def render_html(metrics: dict, details: dict, config: str, title: str = "MMST ru
                 parts.append(f"<tr><td>{e(dataset)}</td><td>{method}</td>"
                              + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     parts.append("</table><img src='accuracy.png' alt='accuracy per round'>")
-    parts.append("<h2>Data per round</h2><table><tr><th>round</th>"
+    known = any("known" in r for r in metrics["rounds"])
+    parts.append("<h2>Data per round</h2>"
+                 + ("<p>known: known solutions added to the round's samples (correct/total verified, "
+                    "and training examples made of them); verified counts include them</p>" if known else "")
+                 + "<table><tr><th>round</th>"
                  + "".join(f"<th>verified {m}</th>" for m in METHODS)
                  + "".join(f"<th>{d.replace('_', ' ')} kept</th>" for d in DIRECTIONS)
                  + "".join(f"<th>train {m}</th>" for m in METHODS)
+                 + ("".join(f"<th>known {m}</th>" for m in METHODS) if known else "")
                  + "<th>lost to the verifier</th><th>copied, kept out (self / translation)</th></tr>")
     for r, d in zip(metrics["rounds"], details["rounds"]):
         lost = d["lost"]
@@ -247,6 +264,9 @@ def render_html(metrics: dict, details: dict, config: str, title: str = "MMST ru
                      + "".join(f"<td>{r['translated'][t]['kept']}/{r['translated'][t]['total']}</td>"
                                if t in r["translated"] else "<td></td>" for t in DIRECTIONS)
                      + "".join(f"<td>{r['train_examples'].get(m, '')}</td>" for m in METHODS)
+                     + ("".join(f"<td>{r['known'][m]['correct']}/{r['known'][m]['total']}, train "
+                                f"{r['known'][m]['train']}</td>" if "known" in r else "<td></td>" for m in METHODS)
+                        if known else "")
                      + f"<td>{n_lost}</td><td>{_copied_cell(d)}</td></tr>")
     unprotected = [d["round"] for d in details["rounds"] if d.get("unprotected")]
     if unprotected:
