@@ -62,7 +62,7 @@ def test_experiment_rehearsed_to_the_end_of_round_1(experiment, tmp_path, tiny_h
 
 
 @pytest.mark.parametrize("flag, message", [
-    ("--gin.TrainConfig.micro_batches=16", "finetune/TrainConfig: batch_size 64 in 16 micro-batches gives 4 rows"),
+    ("--gin.TrainConfig.micro_batches=32", "finetune/TrainConfig: batch_size 64 in 32 micro-batches gives 2 rows"),
     ("--gin.mmst.Generation.max_cache_length=64", "mmst.Generation.max_cache_length is 64"),
 ])
 def test_a_config_that_would_fail_later_is_refused_before_any_sample(flag, message, tmp_path, tiny_hf_checkpoint,

@@ -8,17 +8,19 @@ files bind (the task module registers its own, `tasks.*`):
     TrainConfig.*       fine-tuning (training.TrainConfig); in `mmst run` scoped:
                         bootstrap/TrainConfig.* (the base model from scratch) and finetune/TrainConfig.*
                         (every round); unscoped bindings apply to both
-    mmst.Tasks.{problems, related, translation, bootstrap}      the SeqIO tasks a run reads
+    mmst.Tasks.{problems, related, translation, bootstrap, known}   the SeqIO tasks a run reads
     mmst.RunConfig.{rounds, train_problems, eval_problems, feature_lengths, progress}
     mmst.ModeConfig.{mode, cap_to, finetune_from, max_per_problem, replay}
     mmst.ModelPolicy.{dtype, param_dtype, remat_policy, kv_cache_dtype}   every model of a run
     mmst.Generation.{num_samples, temperature, top_k, top_p, max_new_tokens, translation_samples,
                      translation_temperature, vote_samples, vote_temperature, batch_size,
-                     max_cache_length, ...}
+                     chunk_rows, length_bucket, max_cache_length, seed}
     mmst.VerifierLimits.{timeout_s, memory_mb, lanes, restarts, allow_unprotected}
     mmst.Base.{hf_checkpoint, tokenizer, model_preset, model_overrides}
     mmst.run.{use_mesh_config, distributed, simulated_devices, title, reuse_base_from}
     mmst.plan.target                                            `mmst plan`: auto | tpu | cpu
+    sample.*, train.*   `mmst sample`, `mmst train` (their parameters are listed where they are
+                        registered, below)
 """
 
 from __future__ import annotations
