@@ -126,7 +126,7 @@ def test_fit_verdict():
     assert memory_plan.out_of_memory(RuntimeError("something else")) is None
 
 
-@pytest.mark.parametrize("experiment", ["bloom-176b_v4-512", "bloom-7b1_v4-32"])
+@pytest.mark.parametrize("experiment", ["bloom-176b_v4-512", "bloom-176b_v5p-128", "bloom-7b1_v4-32"])
 def test_every_experiment_config_passes_its_checks(experiment, tmp_path):
     result, report = mmst_plan(f"--gin_file=experiments/{experiment}.gin", "--no_compile", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -112,4 +112,4 @@ def test_experiment_rehearsed_on_two_hosts(tmp_path, tiny_hf_checkpoint, data_di
     check_round_1(tmp_path / "run")
     for name in ("text", "code"):
         parts = sorted(p.name for p in (tmp_path / "run" / "round_001" / "samples" / name).glob("part-*"))
-        assert parts == ["part-00000-of-00002.jsonl", "part-00001-of-00002.jsonl"]
+        assert parts == [f"part-0000{h}-of-00002{kind}.jsonl" for h in range(2) for kind in ("", ".known")]
