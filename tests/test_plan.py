@@ -179,3 +179,16 @@ def test_topology_without_a_device_count_is_refused(tmp_path):
                           tmp_path=tmp_path)
     assert result.returncode == 1
     assert "does not say how many devices" in result.stderr
+
+
+def test_a_bf16_model_decodes_with_a_bf16_cache_unless_told():
+    import jax.numpy as jnp
+
+    from mmst_jax.sampling import decode
+
+    tiny = BloomConfig.preset("tiny")
+    for policy, dtype in ((ModelPolicy(dtype="bfloat16"), jnp.bfloat16),
+                          (ModelPolicy(dtype="bfloat16", kv_cache_dtype="float32"), jnp.float32),
+                          (ModelPolicy(), jnp.float32)):
+        state = decode.empty_slots(None, config=policy.apply(tiny), slots=2, cache_length=8, max_new_tokens=4)
+        assert {c.dtype for c in state.cache["key"] + state.cache["value"]} == {jnp.dtype(dtype)}
