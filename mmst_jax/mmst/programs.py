@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from mmst_jax.mmst.config import RunConfig
 from mmst_jax.mmst.problems import Problems
+from mmst_jax.mmst.stages import select_by_dataset
 from mmst_jax.models.bloom import BloomConfig
 from mmst_jax.records import METHODS, DIRECTIONS
 from mmst_jax.sharding import MESH_AXES, mesh_axes_of_logical
@@ -165,8 +166,8 @@ def describe(settings: Settings, prompts: Problems | None = None) -> RunPrograms
     if prompts is not None:
         per_round = config.train_problems
         train_set = [r for m in METHODS for r in _first_problems(prompts.train[m], per_round)]
-        test_set = [r for m in METHODS for r in _first_per_dataset(prompts.test[m], config.eval_problems)]
-        test_set += _first_per_dataset(prompts.related, config.eval_problems)
+        test_set = [r for m in METHODS for r in select_by_dataset(prompts.test[m], config.eval_problems)]
+        test_set += select_by_dataset(prompts.related, config.eval_problems)
     translations = None if train_set is None else _translation_rows(train_set, config)
     # The token rules are those rounds.py and evaluate.py sample each kind of prompt with.
     decode = [program("sample", train_set, g.num_samples, g.temperature, g.top_k, g.top_p),
@@ -196,16 +197,6 @@ def _first_problems(records: Sequence[dict], n: int) -> list[dict]:
     ids = sorted({str(r["problem_id"]) for r in records})[:n]
     keep = set(ids)
     return [r for r in records if str(r["problem_id"]) in keep]
-
-
-def _first_per_dataset(records: Sequence[dict], n: int) -> list[dict]:
-    count: dict[str, int] = {}
-    out = []
-    for r in records:
-        count[r["dataset"]] = count.get(r["dataset"], 0) + 1
-        if not n or count[r["dataset"]] <= n:
-            out.append(r)
-    return out
 
 
 def _translation_rows(train_set: Sequence[dict], config: RunConfig) -> int:
