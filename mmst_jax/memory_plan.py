@@ -196,6 +196,33 @@ def _measure(program, mesh, rules) -> tuple[dict | None, float]:
     return measured, time.perf_counter() - start
 
 
+def device_memory_limit(mesh) -> float | None:
+    """Bytes of memory per device of a mesh's accelerators (None: not reported, as on CPU)."""
+    stats = mesh.devices.flat[0].memory_stats() if mesh.devices.size else None
+    return float(stats["bytes_limit"]) if stats and stats.get("bytes_limit") else None
+
+
+def memory_problems(programs, mesh, rules, limit_bytes: float, headroom: float = 0.9) -> list[str]:
+    """The programs whose compiled peak exceeds `headroom` of `limit_bytes` per device, as messages
+    naming the program and the settings that size it (each distinct program compiled once)."""
+    out, seen = [], set()
+    for program in programs:
+        key = (type(program).__name__,) + tuple(
+            getattr(program, f, None) for f in ("train", "length", "slots", "cache_length", "temperature", "top_k",
+                                                "top_p", "max_new_tokens"))
+        if key in seen:
+            continue
+        seen.add(key)
+        measured, _ = _measure(program, mesh, rules)
+        if measured.get("out_of_memory") or not fits(measured["peak"], limit_bytes / GIB, headroom):
+            sizes = ("TrainConfig.batch_size / micro_batches, the feature lengths or ModelPolicy.remat_policy"
+                     if hasattr(program, "train") else "mmst.Generation.batch_size or max_cache_length")
+            out.append(f"{program.name}: the compiled program needs {measured['peak'] / GIB:.1f} GiB per device, "
+                       f"more than {headroom:.0%} of the {limit_bytes / GIB:.1f} GiB there: lower {sizes}, or use a "
+                       "larger slice")
+    return out
+
+
 def plan(programs, *, mesh_config: MeshConfig, devices: Callable[[str, MeshConfig], Sequence] | None = None,
          compile: bool = True, target: str = "auto") -> dict[str, Any]:
     """The plan of a run's programs (mmst_jax.mmst.programs.RunPrograms) on one topology: a row per

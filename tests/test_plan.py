@@ -192,3 +192,23 @@ def test_a_bf16_model_decodes_with_a_bf16_cache_unless_told():
                           (ModelPolicy(), jnp.float32)):
         state = decode.empty_slots(None, config=policy.apply(tiny), slots=2, cache_length=8, max_new_tokens=4)
         assert {c.dtype for c in state.cache["key"] + state.cache["value"]} == {jnp.dtype(dtype)}
+
+
+def test_compiled_programs_that_do_not_fit_the_devices_memory_are_refused():
+    """What `mmst run` does before its first sample on accelerators that report their memory:
+    compile each distinct program for the mesh and compare its peak with the device's memory."""
+    import jax
+
+    from mmst_jax.sharding import make_mesh
+
+    mesh = make_mesh((1, 1, 1), jax.devices()[:1])
+    run = programs.describe(settings(model=BloomConfig.preset("tiny"), mesh_shape={"data": 1},
+                                     finetune=TrainConfig(batch_size=4, num_steps=2),
+                                     config=RunConfig(generation=Generation(batch_size=4, max_new_tokens=8),
+                                                      feature_lengths={"inputs": 32, "targets": 16})),
+                            prompts([10, 20]))
+    assert memory_plan.memory_problems(run, mesh, DEFAULT_RULES, limit_bytes=2**40) == []
+    found = memory_plan.memory_problems(run, mesh, DEFAULT_RULES, limit_bytes=2**10)
+    # finetune, and the decode programs that differ in their token rules (greedy, sampled)
+    assert [m.split(":")[0] for m in found] == ["finetune", "sample", "translate"]
+    assert "mmst.Generation.batch_size" in found[1] and "TrainConfig.batch_size" in found[0]

@@ -95,7 +95,10 @@ def test_experiment_rehearsed_on_two_hosts(tmp_path, tiny_hf_checkpoint, data_di
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     procs = [rehearse(EXPERIMENTS[0], tmp_path / "run", tiny_hf_checkpoint, data_dir,
-                      "--gin.mmst.run.distributed=True", "--gin.mmst.run.simulated_devices=4", wait=False,
+                      "--gin.mmst.run.distributed=True", "--gin.mmst.run.simulated_devices=4",
+                      # fewer decode steps: every step is a collective across the two processes
+                      "--gin.mmst.Generation.max_new_tokens=8", "--gin.mmst.Generation.vote_samples=0",
+                      "--gin.mmst.RunConfig.eval_problems=1", wait=False,
                       env_extra={"MMST_COORDINATOR": f"127.0.0.1:{port}", "MMST_NUM_PROCESSES": "2",
                                  "MMST_PROCESS_ID": str(i)})
              for i in range(2)]

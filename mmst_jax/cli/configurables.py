@@ -17,7 +17,7 @@ files bind (the task module registers its own, `tasks.*`):
                      chunk_rows, length_bucket, max_cache_length, seed}
     mmst.VerifierLimits.{timeout_s, memory_mb, lanes, restarts, allow_unprotected}
     mmst.Base.{hf_checkpoint, tokenizer, model_preset, model_overrides}
-    mmst.run.{use_mesh_config, distributed, simulated_devices, title, reuse_base_from}
+    mmst.run.{use_mesh_config, distributed, simulated_devices, title, reuse_base_from, check_memory}
     mmst.plan.target                                            `mmst plan`: auto | tpu | cpu
     sample.*, train.*   `mmst sample`, `mmst train` (their parameters are listed where they are
                         registered, below)
@@ -54,13 +54,16 @@ class RunOptions:
     partitioning.MeshConfig (a topology file); `distributed` starts jax.distributed first (several
     hosts); `simulated_devices` > 0 makes this process's CPU that many devices (set before JAX
     starts: a rehearsal of a slice's mesh on one machine); `reuse_base_from` is a run directory
-    whose round 0 (the base model) to start from."""
+    whose round 0 (the base model) to start from; `check_memory` compiles the run's programs for
+    the mesh before the first sample, on accelerators that report their memory, and refuses a
+    config whose programs do not fit."""
 
     use_mesh_config: bool = False
     distributed: bool = False
     simulated_devices: int = 0
     title: str = "MMST run"
     reuse_base_from: str | None = None
+    check_memory: bool = True
 
 
 def run_config() -> config.RunConfig:

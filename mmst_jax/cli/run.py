@@ -71,6 +71,7 @@ def main(argv: Sequence[str]) -> int:
     bind_run_tokenizer(run_dir)
     metrics = loop.run_mmst(run_dir, config, tasks, base, finetune, config_text=config_text,
                             allow_config_change=args.allow_config_change, mesh=mesh, rules=rules,
-                            title=options.title, reuse_base_from=options.reuse_base_from)
+                            title=options.title, reuse_base_from=options.reuse_base_from,
+                            check_memory=options.check_memory)
     print(f"report: {run_dir}/report/report.html ({len(metrics.get('rounds', []))} rounds)", file=sys.stderr)
     return 0

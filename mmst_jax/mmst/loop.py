@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, tasks: TaskNames, base: Base, finetune: Any, *,
              config_text: str = "", allow_config_change: bool = False, mesh=None, rules=None,
-             title: str = "MMST run", reuse_base_from: str | None = None) -> dict:
+             title: str = "MMST run", reuse_base_from: str | None = None, check_memory: bool = True) -> dict:
     """Runs (or resumes) every round and returns report/metrics.json's contents.
 
     `tasks` names the SeqIO tasks of the run's problems, translations and bootstrap corpus;
@@ -34,7 +34,9 @@ def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, tasks: TaskNames, 
     (on several hosts: every device, data parallel). `reuse_base_from`: another run directory
     whose round 0 (the base model and its evaluation) is copied in before this run starts, if this
     run has none yet (an ablation next to its main run). Its markers still decide: a base trained
-    from other data or settings is found stale and redone.
+    from other data or settings is found stale and redone. `check_memory`: on accelerators that
+    report their memory, the run's programs are compiled for the mesh before the first sample and
+    must fit (mmst_jax.mmst.programs, memory_plan.memory_problems).
     """
     import jax
 
@@ -50,7 +52,7 @@ def run_mmst(run_dir: str | rundir.RunDir, config: RunConfig, tasks: TaskNames, 
     if mesh is None:
         mesh = make_mesh((1, 1, 1), jax.devices()[:1]) if jax.process_count() == 1 else MeshConfig().make_mesh()
     ctx = RunContext(run_dir=run_dir, config=config, tasks=tasks, base=base, finetune=finetune, mesh=mesh,
-                     rules=tuple(rules or DEFAULT_RULES), stages=Stages(run_dir))
+                     rules=tuple(rules or DEFAULT_RULES), stages=Stages(run_dir), check_memory=check_memory)
     ctx.check_programs()  # every host, before anything is trained or sampled
     metrics = {}
     for r in range(config.rounds + 1):

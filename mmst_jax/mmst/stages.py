@@ -100,6 +100,7 @@ class RunContext:
     stages: Stages
     problems: Problems | None = None  # read from the tasks when first needed (after round 0's tokenizer)
     _model: tuple[str, Model] | None = None
+    check_memory: bool = True  # compile the programs before round 0 on accelerators and check the fit
     _checked: str | None = None  # how far check_programs got: "settings", then "prompts"
 
     @property
@@ -177,8 +178,23 @@ class RunContext:
         if own:
             encode = HFTokenizerVocabulary(str(self.tokenizer_path)).encode_prompts
             prompts = programs.with_token_counts(self.prompts(), encode)
-        programs.check(programs.describe(settings, prompts))
+        described = programs.check(programs.describe(settings, prompts))
+        if own and self.check_memory:
+            self._check_memory(described)
         self._checked = "prompts" if own else "settings"
+
+    def _check_memory(self, described, limit_bytes: float | None = None) -> None:
+        """On accelerators that report their memory (or against `limit_bytes`), the run's programs
+        compiled for its mesh must fit; raises programs.ProgramError."""
+        from mmst_jax import memory_plan
+        from mmst_jax.mmst import programs
+
+        limit = limit_bytes or memory_plan.device_memory_limit(self.mesh)
+        if limit is None:
+            return
+        found = memory_plan.memory_problems(described, self.mesh, self.rules, limit)
+        if found:
+            raise programs.ProgramError("this configuration would fail:\n  - " + "\n  - ".join(found))
 
 
 def seed_for(seed: int, round_index: int, what: str) -> int:
