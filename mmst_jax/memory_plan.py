@@ -197,8 +197,12 @@ def _measure(program, mesh, rules) -> tuple[dict | None, float]:
 
 
 def device_memory_limit(mesh) -> float | None:
-    """Bytes of memory per device of a mesh's accelerators (None: not reported, as on CPU)."""
-    stats = mesh.devices.flat[0].memory_stats() if mesh.devices.size else None
+    """Bytes of memory per device of a mesh's accelerators, read on one of this process's devices
+    (None: not reported, as on CPU)."""
+    import jax
+
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    stats = local[0].memory_stats() if local else None
     return float(stats["bytes_limit"]) if stats and stats.get("bytes_limit") else None
 
 
