@@ -159,23 +159,12 @@ def test_mmst_train_from_jsonl_reads_the_prompt_as_it_is_sampled(tokenizer, samp
 def test_mmst_train_from_a_seqio_task_reads_the_prompt_as_it_is_sampled(tokenizer, sampled_by_records, tmp_path,
                                                                          monkeypatch):
     import seqio
-    import tensorflow as tf
 
     from mmst_jax.training.finetune import finetune
+    from seqio_tasks import register_pairs_task
 
     vocab = HFTokenizerVocabulary(tokenizer)
-
-    def source(split, shuffle_files, seed=None):
-        del split, shuffle_files, seed
-        return tf.data.Dataset.from_tensor_slices({"inputs": [PROMPT], "targets": [COMPLETION]})
-
-    name = "test_start_token_task"
-    if name in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.remove(name)
-    features = {k: seqio.Feature(vocab, add_eos=(k == "targets")) for k in ("inputs", "targets")}
-    seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(source, splits=["train"]),
-                           preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
-                           output_features=features)
+    name = register_pairs_task("test_start_token_task", [(PROMPT, COMPLETION)], vocab)
     seen = _capture_training_data(monkeypatch, mmst_jax.training.loop)
     try:
         with pytest.raises(_Captured):

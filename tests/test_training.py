@@ -150,27 +150,16 @@ def test_empty_or_malformed_data_is_a_clear_error():
 
 
 def test_trains_from_a_seqio_task_in_bf16_and_logs_to_tensorboard(tmp_path, bpe_tokenizer_dir, caplog):
-    import seqio
-
     from mmst_jax.vocab import HFTokenizerVocabulary
+    from seqio_tasks import register_pairs_task
 
     vocab = HFTokenizerVocabulary(bpe_tokenizer_dir)
     pairs = [(f"Q: what is {a} + {b}?\nA:", f" {a + b}") for a in range(10) for b in range(10)]
 
-    def source(split, shuffle_files, seed=None):
-        del split, shuffle_files, seed
-        return tf.data.Dataset.from_tensor_slices({"inputs": [p for p, _ in pairs], "targets": [t for _, t in pairs]})
-
-    name = "test_training_sums"
-    if name in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.remove(name)
-    features = {k: seqio.Feature(vocab, add_eos=(k == "targets")) for k in ("inputs", "targets")}
-    seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(source, splits=["train"]),
-                           preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
-                           output_features=features)
+    name = register_pairs_task("test_training_sums", pairs, vocab)
     # The default policy: bf16 compute, fp32 parameters and optimizer state.
     config = BloomConfig(vocab_size=vocab.vocab_size, hidden_size=32, n_layer=1, n_head=4, dtype="bfloat16")
-    data = training.seqio_dataset(name, {"inputs": 16, "targets": 8}, 4, pack=True, bos_id=vocab.bos_id)
+    data = training.seqio_dataset(name, {"inputs": 16, "targets": 8}, 4, pack=True, bos_id=vocab.start_id)
     tc = training.TrainConfig(num_steps=6, batch_size=4, log_every=2, checkpoint_every=4, progress_bar=False)
     with caplog.at_level(logging.INFO, logger="mmst_jax.training"):
         state = training.train(config, None, data, tc, one_device_mesh(), str(tmp_path))
