@@ -105,10 +105,10 @@ def _dataset_renderer(dataset: str, method: str) -> Callable[[str, Counter], Ren
 
 
 def _synthetic_renderer(family: str | None, method: str) -> Callable[[str, Counter], Rendered]:
-    from tasks.synthetic.tasks import synthetic_world
+    from tasks.synthetic.tasks import problems_of
 
     def render(split: str, count_tokens: Counter) -> Rendered:
-        world = [p for p in synthetic_world()[split] if family is None or p.family == family]
+        world = problems_of(split, family)
         solutions = {p.id: [p.solution(method)] for p in world}
         return render_known((p.to_problem() for p in world), method, solutions, count_tokens,
                             config.feature_lengths("synthetic"))
@@ -128,7 +128,7 @@ def register_known_tasks(vocabulary: seqio.Vocabulary) -> list[str]:
                                   f"{dataset} training problems' known {method} solutions ({what}); "
                                   f"inputs: the {dataset}_{method} prompt", ("train",),
                                   _dataset_renderer(dataset, method)))
-    for family in (None, *world.FAMILIES):
+    for family in (None, *world.PROBLEM_FAMILIES):
         name = "synthetic" if family is None else f"synthetic_{family}"
         for method in prompts.METHODS:
             infos.append(TaskInfo(KNOWN_TASK.format(name=name, method=method), "known",

@@ -72,6 +72,11 @@ def test_config_check(tmp_path):
     assert rd.check_config("x.y = 2\n", allow_change=True) == "changed"
     assert (tmp_path / "run" / "config.gin.1").read_text() == "RUN_DIR = 'a'\nx.y = 1\n"
     assert rd.check_config("x.y = 2\n") == "same"
+    # the study a run belongs to does not define it (mmst study runs a subset of its seeds again)
+    study = ("STUDY_SEEDS = [0, 1]\nx.y = 2\nstudy.modes = \\\n    {'mmst': {'mode': 'mmst'},\n"
+             "     'st': {'mode': 'self_training'}}\n")
+    assert rd.check_config(study) == "same"
+    assert rd.check_config(study.replace("[0, 1]", "[1]").replace("'st'", "'self'")) == "same"
 
 
 def test_faults_spec(monkeypatch):
@@ -161,6 +166,41 @@ def test_accuracy_majority_and_overlap():
         "both": 1, "only_text": 1, "only_code": 1, "neither": 1, "n": 4}
     assert ov["a"]["correlation"] == 0.0
     assert ov["b"]["correlation"] is None  # one problem: no variance
+
+
+def test_overlap_on_training_samples_counts_a_problem_solved_by_any_sample():
+    samples = [_e("a", "1", "text", False, 0), _e("a", "1", "text", True, 1), _e("a", "1", "code", False, 0),
+               _e("a", "2", "text", False, 0), _e("a", "2", "code", True, 0), _e("a", "2", "code", True, 1)]
+    first = metrics.overlap(samples)["a"]
+    anyone = metrics.overlap(samples, any_sample=True)["a"]
+    assert (first["only_text"], first["only_code"], first["neither"]) == (0, 1, 1)
+    assert (anyone["only_text"], anyone["only_code"], anyone["neither"]) == (1, 1, 0)
+    assert anyone["correlation"] == -1.0
+
+
+def test_cross_method_oracle_vote_and_choice():
+    greedy = [_e("a", "1", "text", True, 0, "7"), _e("a", "1", "code", False, 0, "8"),   # text right
+              _e("a", "2", "text", False, 0, "1"), _e("a", "2", "code", True, 0, "9"),   # code right
+              _e("a", "3", "text", False, 0, "1"), _e("a", "3", "code", False, 0, "2")]  # neither
+    for r, gold in zip(greedy, "779955"):
+        r["gold"] = gold
+    out = metrics.cross_method(greedy)["a"]
+    assert out["oracle"] == pytest.approx(2 / 3) and out["n"] == 3
+    # one sample each: every problem ties on consistency and on the pooled vote; without a prior
+    # the tie goes to text, and the choice to the method that agrees with the vote
+    assert out["vote"] == pytest.approx(1 / 3) and out["choice"] == pytest.approx(1 / 3)
+    assert out["picks"] == {"text": 1.0, "code": 0.0}
+    # with code the more accurate on the training samples, ties go to code: right on problem 2 only
+    out = metrics.cross_method(greedy, prior={"a": {"text": 0.2, "code": 0.6}})["a"]
+    assert out["vote"] == pytest.approx(1 / 3) and out["picks"] == {"text": 0.0, "code": 1.0}
+    assert metrics.cross_method(greedy[2:4], prior={"a": {"code": 0.6}})["a"]["vote"] == 1.0
+    # vote samples: code is unanimous on problem 2, text split; the pooled vote and the choice follow code
+    vote = [_e("a", "2", "text", False, i, a) for i, a in enumerate("13")] + \
+           [_e("a", "2", "code", True, i, "9") for i in range(2)]
+    for r in vote:
+        r["gold"] = "9"
+    out = metrics.cross_method([g for g in greedy if g["problem_id"] == "2"], vote)["a"]
+    assert out == {"oracle": 1.0, "vote": 1.0, "choice": 1.0, "picks": {"text": 0.0, "code": 1.0}, "n": 1}
 
 
 def test_phi():

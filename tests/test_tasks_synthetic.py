@@ -60,7 +60,7 @@ def test_every_reference_text_computes_right_and_ends_in_the_answer_sentence(sma
 
 def test_train_and_test_share_no_question(small_world):
     assert not {p.question for p in small_world["train"]} & {p.question for p in small_world["test"]}
-    assert {p.family for p in small_world["test"]} == set(world.FAMILIES)
+    assert {p.family for p in small_world["test"]} == set(world.PROBLEM_FAMILIES)  # related: only if asked
 
 
 @pytest.mark.parametrize("family", sorted(world.FAMILIES))
@@ -123,8 +123,9 @@ def test_bootstrap_corpus_has_the_coverage_asked_for(small_world):
 
 def test_default_coverage_gives_each_method_its_own_families(small_world):
     counts = corpus.corpus_counts(corpus.build_bootstrap_corpus(small_world["train"]))
-    n = {f: sum(p.family == f for p in small_world["train"]) for f in world.FAMILIES}
-    for name, family in world.FAMILIES.items():
+    n = {f: sum(p.family == f for p in small_world["train"]) for f in world.PROBLEM_FAMILIES}
+    for name in world.PROBLEM_FAMILIES:
+        family = world.FAMILIES[name]
         for method in prompts.METHODS:
             got = counts[f"solve/{method}"].get(name, 0) / n[name]
             assert got == 1.0 if family.favours in (method, "both") else got < 0.25
@@ -170,6 +171,55 @@ def test_synthetic_tasks_fit_the_tiny_model_budget(bpe_tokenizer_dir, monkeypatc
 
 def test_every_family_is_registered_as_tasks():
     import seqio
-    for family in FAMILY_FUNCTIONS:
+    for family in world.PROBLEM_FAMILIES:
         for method in prompts.METHODS:
             assert seqio.get_mixture_or_task(f"synthetic_{family}_{method}")
+    for family in world.RELATED_FAMILIES:  # evaluated in text only
+        assert seqio.get_mixture_or_task(f"synthetic_{family}_text")
+        assert f"synthetic_{family}_code" not in seqio.TaskRegistry.names()
+    assert set(FAMILY_FUNCTIONS) == set(world.FAMILIES)
+
+
+def test_related_family_is_yes_no_after_the_same_arithmetic_and_never_a_training_problem():
+    w = world.world_splits(seed=4, n_train=200, n_test=60, related=("compare",))
+    related = [p for p in w["train"] + w["test"] if p.family == "compare"]
+    assert len(related) > 200 and {p.family for p in w["test"]} == set(world.FAMILIES)
+    golds = [p.gold for p in related]
+    assert set(golds) == {"yes", "no"} and 0.35 < golds.count("yes") / len(golds) < 0.65
+    run = subprocess.run([sys.executable, "-c", HARNESS], input=json.dumps([p.code for p in related]),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == golds
+    for p in related:
+        assert p.text.endswith(answers.answer_sentence(p.gold))
+        for left, right in EQUATION.findall(p.text):
+            assert eval(left) == int(right), (p.id, left, right)
+        first, second = re.findall(r"(\d+) is (?:more|less) than (\d+)\.", p.text)[0]
+        assert (int(first) > int(second)) == (p.gold == "yes") and first != second
+    # the bootstrap corpus sees it in text only, with no translation pairs
+    counts = corpus.corpus_counts(corpus.build_bootstrap_corpus(w["train"]))
+    assert counts["solve/text"]["compare"] > 0 and "compare" not in counts["solve/code"]
+    assert all("compare" not in counts[d] for d in prompts.DIRECTIONS)
+    with pytest.raises(ValueError, match="not a related family"):
+        world.world_splits(seed=0, n_train=2, n_test=2, related=("clock",))
+
+
+def test_related_family_tasks_hold_only_its_problems(monkeypatch):
+    import gin
+
+    from tasks.catalog import get_task_info
+
+    with gin.unlock_config():
+        gin.bind_parameter("tasks.synthetic_world.n_train", 20)
+        gin.bind_parameter("tasks.synthetic_world.n_test", 10)
+        gin.bind_parameter("tasks.synthetic_world.related", ["compare"])
+    try:
+        every = get_task_info("synthetic_text").render("test", None).examples
+        compare = get_task_info("synthetic_compare_text").render("test", None).examples
+        bootstrap = get_task_info("synthetic_bootstrap").render("train", None).examples
+    finally:
+        gin.clear_config()
+    assert every and not any(e["dataset"] == "synthetic_compare" for e in every)
+    assert compare and {e["dataset"] for e in compare} == {"synthetic_compare"}
+    assert {e["gold"] for e in compare} <= {"yes", "no"}
+    assert any(e["dataset"] == "synthetic_compare" for e in bootstrap)

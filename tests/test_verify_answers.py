@@ -82,6 +82,7 @@ def test_gold_forms_and_kinds():
     assert answer_kind("mawps_addsub") == "number"
     assert answer_kind("strategyqa") == "yesno"
     assert answer_kind("aqua") == "choice"
+    assert answer_kind("synthetic_compare") == "yesno" and answer_kind("synthetic_savings") == "number"
     assert answer_kind("unknown", {"Yes": 1, "No": 0}) == "yesno"
     assert answer_kind("unknown", "B") == "choice"
     with pytest.raises(ValueError, match="unknown answer kind"):

@@ -3,7 +3,9 @@
 Gin is parsed here, at the edge, and nowhere else. Each subcommand lives in its own module of
 this package as a `main(argv) -> int` that receives the arguments left over once the gin flags are
 taken out; the modules are imported only when their subcommand runs, so `mmst verify` never
-imports JAX. Gin registrations live in `configurables.py`.
+imports JAX. Gin registrations live in `configurables.py`. `mmst study` runs one config many
+times: it receives the gin flags too, and parses them again here (`parse_gin`) for each run,
+with that run's bindings after them.
 
 Subcommands that read SeqIO tasks first import the module that registers them, as t5x does:
 `MIXTURE_OR_TASK_MODULE` (`--gin.MIXTURE_OR_TASK_MODULE="'my_tasks'"`, default `tasks`), before the
@@ -29,7 +31,9 @@ GIN_CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin_configs"
 
 DEFAULT_TASK_MODULE = "tasks"
 # Subcommands that read SeqIO tasks (and so import the task module before parsing gin).
-TASK_SUBCOMMANDS = ("run", "eval", "sample", "train", "tasks", "plan")
+TASK_SUBCOMMANDS = ("run", "eval", "sample", "train", "tasks", "plan", "study")
+# Subcommands that parse the gin flags again for each of their runs, and so receive them.
+REPARSING_SUBCOMMANDS = ("study",)
 # subcommand -> (module, one-line help). Each module defines `main(argv: Sequence[str]) -> int`.
 SUBCOMMANDS = {
     "run": ("mmst_jax.cli.run", "run or resume MMST rounds: sample, verify, translate, build, fine-tune, evaluate"),
@@ -40,6 +44,7 @@ SUBCOMMANDS = {
     "convert": ("mmst_jax.cli.convert", "convert BLOOM checkpoints between HF safetensors and orbax"),
     "tasks": ("mmst_jax.cli.tasks", "list the registered SeqIO tasks and render an example"),
     "plan": ("mmst_jax.cli.plan", "compile a run's programs for its slice: memory per device, a round's cost"),
+    "study": ("mmst_jax.cli.study", "run every mode of a study over seeds; study.json and study.html with the claims"),
 }
 
 
@@ -98,8 +103,8 @@ def resolve_gin_file(name: str) -> str:
 
 def _not_a_missed_include(record: logging.LogRecord) -> bool:
     # gin looks for an `include` in the Python path before its search paths, and logs an ERROR
-    # each time it is not there, even when it then finds the file.
-    return not record.getMessage().startswith("Path not found:")
+    # each time it is not there, even when it then finds the file (and an INFO line per lookup).
+    return not record.getMessage().startswith(("Path not found:", "system_path_file_exists:"))
 
 
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
@@ -187,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mmst {name}: {e}", file=sys.stderr)
         return 2
     try:
+        if name in REPARSING_SUBCOMMANDS:
+            return int(module.main(rest, gin_files, bindings) or 0)
         return int(module.main(rest) or 0)
     except (ValueError, FileNotFoundError) as e:
         # Every user-facing error of the library is a ValueError subclass (BloomConfigError,

@@ -19,6 +19,7 @@ files bind (the task module registers its own, `tasks.*`):
     mmst.Base.{hf_checkpoint, tokenizer, model_preset, model_overrides}
     mmst.run.{use_mesh_config, distributed, simulated_devices, title, reuse_base_from, check_memory}
     mmst.plan.target                                            `mmst plan`: auto | tpu | cpu
+    mmst.study.{seeds, directory, modes}                        `mmst study` (mmst_jax.mmst.study)
     sample.*, train.*   `mmst sample`, `mmst train` (their parameters are listed where they are
                         registered, below)
 """
@@ -30,7 +31,7 @@ import dataclasses
 import gin
 
 from mmst_jax import distributed, sharding, training
-from mmst_jax.mmst import config, modes, problems, stages
+from mmst_jax.mmst import config, modes, problems, stages, study
 from mmst_jax.sampling import job as sampling_job
 from mmst_jax.training import finetune as training_job
 
@@ -120,3 +121,6 @@ class PlanOptions:
     topology names its chip layout), 'tpu' or 'cpu' (simulated host devices)."""
 
     target: str = "auto"
+
+
+Study = gin.external_configurable(study.StudyConfig, name="study", module="mmst")

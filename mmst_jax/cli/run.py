@@ -40,24 +40,43 @@ def main(argv: Sequence[str]) -> int:
                         help="continue a run directory that holds another configuration, with this one")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(list(argv))
+    setup_logging()
+    start_devices(configurables.RunOptions())
+    run_dir = configurables.run_dir()
+    metrics = run_from_gin(quiet=args.quiet, allow_config_change=args.allow_config_change)
+    print(f"report: {run_dir}/report/report.html ({len(metrics.get('rounds', []))} rounds)", file=sys.stderr)
+    return 0
+
+
+def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("absl", "jax", "orbax", "tensorflow", "fsspec", "gcsfs", "google"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    options = configurables.RunOptions()
+
+def start_devices(options: configurables.RunOptions) -> None:
+    """What must happen once per process, before JAX starts: simulated devices, jax.distributed."""
     if options.simulated_devices:
         from mmst_jax.distributed import simulate_cpu_devices
 
         simulate_cpu_devices(options.simulated_devices)
     if options.distributed:
         configurables.initialize_distributed()
+
+
+def run_from_gin(*, quiet: bool = False, allow_config_change: bool = False, reuse_base_from: str | None = None,
+                 reuse_samples_from: str | None = None) -> dict:
+    """One run of the parsed gin configuration (devices started); returns its metrics.
+    `reuse_base_from` (default: the config's `mmst.run.reuse_base_from`) and `reuse_samples_from`:
+    see mmst_jax.mmst.loop.run_mmst."""
     from mmst_jax.mmst import loop
 
+    options = configurables.RunOptions()
     run_dir = configurables.run_dir()
     config = configurables.run_config()
     base = configurables.base()
     finetune = configurables.train_config("finetune")
-    if args.quiet:  # no bar anywhere: sampling, verification and both trainings
+    if quiet:  # no bar anywhere: sampling, verification and both trainings
         config = dataclasses.replace(config, progress=False)
         finetune = dataclasses.replace(finetune, progress_bar=False)
         if base.train is not None:
@@ -69,9 +88,7 @@ def main(argv: Sequence[str]) -> int:
     tasks = configurables.Tasks()
     config_text = gin.config_str()
     bind_run_tokenizer(run_dir)
-    metrics = loop.run_mmst(run_dir, config, tasks, base, finetune, config_text=config_text,
-                            allow_config_change=args.allow_config_change, mesh=mesh, rules=rules,
-                            title=options.title, reuse_base_from=options.reuse_base_from,
-                            check_memory=options.check_memory)
-    print(f"report: {run_dir}/report/report.html ({len(metrics.get('rounds', []))} rounds)", file=sys.stderr)
-    return 0
+    return loop.run_mmst(run_dir, config, tasks, base, finetune, config_text=config_text,
+                         allow_config_change=allow_config_change, mesh=mesh, rules=rules, title=options.title,
+                         reuse_base_from=reuse_base_from or options.reuse_base_from,
+                         reuse_samples_from=reuse_samples_from, check_memory=options.check_memory)

@@ -1,7 +1,9 @@
 """Evaluation: a round's `eval/` stage, and any model on any tasks (`mmst eval`).
 
 Test prompts are sampled greedily (accuracy) and, if `vote_samples` > 0, that many times at
-`vote_temperature` (maj@k), verified, and summarised (mmst_jax.mmst.metrics) in `summary.json`.
+`vote_temperature` (maj@k), verified, and summarised (mmst_jax.mmst.metrics) in `summary.json`: accuracy and maj@k, the
+overlap of the methods' solved problems, and the cross-method oracle, pooled vote and per-problem
+choice (`cross`; in a round, the choice's prior is the round's own verified training samples).
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ def _summary(d: epath.Path) -> dict:
         greedy += read_parts(d / "verified" / f"greedy_{method}")
         if (d / "verified" / f"vote_{method}").exists():
             vote += read_parts(d / "verified" / f"vote_{method}")
+    training = d.parent / "verified"  # the round's own verified training samples (none in round 0)
+    prior = metrics.training_rates([x for m in METHODS for x in read_parts(training / m)]) if training.exists() else {}
     summary = {"eval": metrics.accuracy(greedy, vote), "overlap": metrics.overlap(greedy),
+               "cross": metrics.cross_method(greedy, vote, prior),
                "lost": sum(1 for x in greedy + vote if x.get("lost"))}
     write_json(d / "summary.json", summary)
     return summary
@@ -88,6 +93,7 @@ def evaluate_model(model_dir: str, tokenizer: str, prompt_sets: Sequence[tuple[s
                                          progress=progress, allow_unprotected=allow_unprotected)
             (greedy if kind == "greedy" else vote).extend(read_jsonl(verified))
     summary = {"model": os.fspath(model_dir), "tasks": [name for name, _ in prompt_sets],
-               "eval": metrics.accuracy(greedy, vote), "overlap": metrics.overlap(greedy)}
+               "eval": metrics.accuracy(greedy, vote), "overlap": metrics.overlap(greedy),
+               "cross": metrics.cross_method(greedy, vote)}
     write_json(out / "summary.json", summary)
     return summary

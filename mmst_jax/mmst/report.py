@@ -5,7 +5,9 @@
                            has `"known": {METHOD: {"correct", "total", "train"}}` (verified known
                            solutions, and the training examples made of them)
     report/details.json    what metrics.json has no room for: overlap of solved problems and its
-                           correlation, verifier losses, training sources, copied answers kept
+                           correlation (test, and `train_overlap` on the round's training samples:
+                           solved when any verified sample is), the cross-method oracle, pooled
+                           vote and per-problem choice (`cross`), verifier losses, training sources, copied answers kept
                            out of training and programs run without every protection, per round
     report/accuracy.png    accuracy per round per method (one panel per dataset)
     report/overlap.png     problems solved by both / only text / only code / neither, per round
@@ -27,6 +29,7 @@ from typing import Any
 
 from etils import epath
 
+from mmst_jax.mmst import metrics as metrics_lib
 from mmst_jax.mmst import modes, rundir
 from mmst_jax.records import DIRECTIONS, METHODS, read_parts, remove, write_json, write_text
 
@@ -81,6 +84,8 @@ def collect(run_dir: rundir.RunDir, mode: str) -> tuple[dict, dict]:
         details.append({
             "round": r,
             "overlap": ev["info"].get("overlap", {}),
+            "cross": ev["info"].get("cross", {}),
+            "train_overlap": metrics_lib.overlap(own, any_sample=True),
             "lost": {"verified": {m: v_info[m].get("lost", 0) for m in v_info},
                      "translated": translated["info"].get("lost", {}) if translated else {},
                      "eval": ev["info"].get("lost", 0)},
@@ -280,6 +285,24 @@ def render_html(metrics: dict, details: dict, config: str, title: str = "MMST ru
             parts.append(f"<tr><td>{d['round']}</td><td>{e(dataset)}</td><td>{o['both']}</td><td>{o['only_text']}"
                          f"</td><td>{o['only_code']}</td><td>{o['neither']}</td><td>{corr}</td></tr>")
     parts.append("</table><img src='overlap.png' alt='overlap per round'>")
+    parts.append("<h2>Overlap on the training samples (solved: any verified sample correct)</h2><table><tr>"
+                 "<th>round</th><th>dataset</th><th>both</th><th>only text</th><th>only code</th><th>neither</th>"
+                 "<th>correlation</th></tr>")
+    for d in details["rounds"]:
+        for dataset, o in d.get("train_overlap", {}).items():
+            corr = "–" if o["correlation"] is None else f"{o['correlation']:+.2f}"
+            parts.append(f"<tr><td>{d['round']}</td><td>{e(dataset)}</td><td>{o['both']}</td><td>{o['only_text']}"
+                         f"</td><td>{o['only_code']}</td><td>{o['neither']}</td><td>{corr}</td></tr>")
+    parts.append("</table><h2>Both methods together (%)</h2><p>oracle: either method right; vote: both methods' "
+                 "samples pooled; choice: one method per problem, the more self-consistent (picks: how often "
+                 "it took each)</p><table><tr><th>round</th><th>dataset</th><th>oracle</th><th>vote</th>"
+                 "<th>choice</th>" + "".join(f"<th>picks {m}</th>" for m in METHODS) + "<th>n</th></tr>")
+    for d in details["rounds"]:
+        for dataset, c in d.get("cross", {}).items():
+            parts.append(f"<tr><td>{d['round']}</td><td>{e(dataset)}</td><td>{_pct(c['oracle'])}</td>"
+                         f"<td>{_pct(c['vote'])}</td><td>{_pct(c['choice'])}</td>"
+                         + "".join(f"<td>{_pct(c['picks'][m])}</td>" for m in METHODS) + f"<td>{c['n']}</td></tr>")
+    parts.append("</table>")
     parts.append(f"<h2>Configuration</h2><pre>{e(config)}</pre>")
     parts.append(f"<h2>metrics.json</h2><pre>{e(json.dumps(metrics, indent=1))}</pre></body></html>")
     return "\n".join(parts)

@@ -240,14 +240,29 @@ class RunDir:
         return "changed"
 
 
+# Bindings that do not define a run: where it lives, and the study it belongs to (mmst study).
+NOT_OF_THE_RUN = ("RUN_DIR", "STUDY_DIR", "STUDY_SEEDS")
+NOT_OF_THE_RUN_PREFIXES = ("study.", "mmst.study.")
+
+
 def _significant(text: str) -> list[str]:
-    """The configuration lines that define the run: no comments, blank lines or RUN_DIR."""
-    out = []
+    """The configuration's statements that define the run: no comments or blank lines, no RUN_DIR
+    and no study settings (NOT_OF_THE_RUN); a statement's indented continuation lines are its own."""
+    statements: list[list[str]] = []
     for line in text.splitlines():
         stripped = line.strip()
-        if not stripped or stripped.startswith("#") or stripped.replace(" ", "").startswith("RUN_DIR="):
+        if not stripped or stripped.startswith("#"):
             continue
-        out.append(stripped)
+        if line[:1].isspace() and statements:
+            statements[-1].append(stripped)
+        else:
+            statements.append([stripped])
+    out = []
+    for statement in statements:
+        name = statement[0].split("=", 1)[0].strip()
+        if name in NOT_OF_THE_RUN or name.startswith(NOT_OF_THE_RUN_PREFIXES):
+            continue
+        out.append(" ".join(statement))
     return out
 
 

@@ -59,7 +59,7 @@ CHOICE_LETTERS = "ABCDE"
 DATASET_KINDS = {
     "gsm8k": "number", "svamp": "number", "mawps": "number", "addsub": "number",
     "multiarith": "number", "singleeq": "number", "singleop": "number", "asdiv": "number",
-    "arith": "number", "synthetic": "number", "strategyqa": "yesno", "commonsenseqa": "choice", "aqua": "choice",
+    "arith": "number", "synthetic_compare": "yesno", "synthetic": "number", "strategyqa": "yesno", "commonsenseqa": "choice", "aqua": "choice",
 }
 
 ANSWER_SENTENCE = "The answer is"

@@ -16,19 +16,20 @@ import random
 from typing import Iterable, Mapping, Sequence
 
 from tasks import prompts
-from tasks.synthetic.world import FAMILIES, SyntheticProblem
+from tasks.synthetic.world import FAMILIES, PROBLEM_FAMILIES, SyntheticProblem
 
 
 def default_coverage() -> dict[str, dict[str, float]]:
     """Solve coverage: a method sees all problems of the families it suits and of the shared
-    family, and a tenth of the others."""
-    return {method: {f.name: 1.0 if f.favours in (method, "both") else 0.1 for f in FAMILIES.values()}
+    family, and a tenth of the others; a related family is seen in text only."""
+    return {method: {f.name: (1.0 if f.favours in (method, "both") else 0.1) if method == "text" or not f.related
+                     else 0.0 for f in FAMILIES.values()}
             for method in prompts.METHODS}
 
 
 def default_translation_coverage() -> dict[str, dict[str, float]]:
-    """A quarter of every family's problems as translation pairs, both directions."""
-    return {direction: {name: 0.25 for name in FAMILIES} for direction in prompts.DIRECTIONS}
+    """A quarter of every problem family's problems as translation pairs, both directions."""
+    return {direction: {name: 0.25 for name in PROBLEM_FAMILIES} for direction in prompts.DIRECTIONS}
 
 
 def solve_record(problem: SyntheticProblem, method: str, seed: int) -> dict:

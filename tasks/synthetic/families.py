@@ -10,6 +10,10 @@ Families come in three kinds (see tasks/synthetic/__init__.py for why):
 - text-favoured, small numbers but constructs that are rare in programs: `sequence` (list indexing),
   `clock` (arithmetic modulo 12 in a loop), `frog` (a simulation loop);
 - shared: `change` (small money problems that both methods solve the same plain way).
+
+One related family, `compare`, is a yes/no question that needs the same arithmetic as `shopping`
+and `savings` followed by a comparison; a world holds it only when asked (`world_splits(related=)`)
+and a run evaluates it in text, as the paper evaluates StrategyQA, without sampling it for training.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ THINGS = ("coins", "stamps", "shells", "cards", "beads", "marbles")
 @dataclasses.dataclass(frozen=True)
 class Instance:
     question: str
-    answer: int
+    answer: int | str  # an integer; `yes` or `no` for the related family
     text: str  # ends with the answer sentence
     code: str  # defines solution(), ends with a newline
 
@@ -162,8 +166,56 @@ def change(rng: random.Random, digits: int, steps: int) -> Instance:
     return Instance(question, current, " ".join(text + [answer_sentence(current)]), _program(lines))
 
 
+def compare(rng: random.Random, digits: int, steps: int) -> Instance:
+    """Yes/no: after buying (products, like `shopping`) or gaining and losing (like `savings`), is
+    one amount more than another? The other amount is close to the first, so guessing is 50/50."""
+    name, other = rng.sample(NAMES, 2)
+    if rng.random() < 0.5:
+        items = rng.sample(ITEMS, steps)
+        orders = [(number(rng, 1), number(rng, digits), item) for item in items]
+        total = sum(n * p for n, p, _ in orders)
+        money = max(1, total + rng.choice([-1, 1]) * rng.randint(1, max(2, total // 4)))
+        question = (f"{name} has {money} dollars and wants to buy "
+                    + _listing([f"{n} {item} for {p} dollars each" for n, p, item in orders])
+                    + f". Does it cost more than {money} dollars?")
+        text, lines, current = [], [], None
+        for n, p, _ in orders:
+            text.append(f"{n} * {p} = {n * p}.")
+            if current is not None:
+                text.append(f"{current} + {n * p} = {current + n * p}.")
+            current = n * p if current is None else current + n * p
+        lines = [f"cost = {orders[0][0]} * {orders[0][1]}"] + [f"cost += {n} * {p}" for n, p, _ in orders[1:]]
+        answer = "yes" if total > money else "no"
+        text.append(f"{total} is {'more' if total > money else 'less'} than {money}.")
+        lines.append(f"return 'yes' if cost > {money} else 'no'")
+    else:
+        thing = rng.choice(THINGS)
+        start, value = number(rng, digits), None
+        changes, value = [], start
+        for _ in range(steps):
+            amount = number(rng, 1)
+            sign = "-" if amount < value and rng.random() < 0.5 else "+"
+            changes.append((sign, amount))
+            value = value - amount if sign == "-" else value + amount
+        threshold = max(1, value + rng.choice([-1, 1]) * rng.randint(1, 3))
+        threshold = threshold if threshold != value else value + 1
+        verbs = [f"{'loses' if sign == '-' else 'gets'} {amount}" for sign, amount in changes]
+        question = (f"{name} has {start} {thing}. {name} " + _listing(verbs) + f" {thing}. {other} has "
+                    f"{threshold} {thing}. Does {name} have more {thing} than {other} now?")
+        text, lines, current = [], [f"{thing} = {start}"], start
+        for sign, amount in changes:
+            new = current - amount if sign == "-" else current + amount
+            text.append(f"{current} {sign} {amount} = {new}.")
+            lines.append(f"{thing} {sign}= {amount}")
+            current = new
+        answer = "yes" if value > threshold else "no"
+        text.append(f"{value} is {'more' if value > threshold else 'less'} than {threshold}.")
+        lines.append(f"return 'yes' if {thing} > {threshold} else 'no'")
+    return Instance(question, answer, " ".join(text + [answer_sentence(answer)]), _program(lines))
+
+
 FamilyFn = Callable[[random.Random, int, int], Instance]
 FAMILY_FUNCTIONS: dict[str, FamilyFn] = {
     "shopping": shopping, "savings": savings, "sequence": sequence, "clock": clock, "frog": frog,
-    "change": change,
+    "change": change, "compare": compare,
 }

@@ -29,28 +29,35 @@ Counter = Callable[[str], int] | None
 
 @functools.lru_cache(maxsize=4)
 def _cached_world(seed: int, n_train: int, n_test: int, families: tuple[str, ...] | None,
-                  digits: tuple[int, int] | None, steps: tuple[int, int] | None
+                  digits: tuple[int, int] | None, steps: tuple[int, int] | None, related: tuple[str, ...] = ()
                   ) -> dict[str, list[world.SyntheticProblem]]:
     difficulty = None
     if digits is not None or steps is not None:
         difficulty = {}
-        for name in families or world.FAMILIES:
+        for name in (families or world.PROBLEM_FAMILIES) + related:
             if name not in world.FAMILIES:
                 raise config.TaskConfigError(f"unknown synthetic family {name!r}; families: {sorted(world.FAMILIES)}")
             default = world.FAMILIES[name].difficulty
             difficulty[name] = world.Difficulty(digits=tuple(digits or default.digits),
                                                 steps=tuple(steps or default.steps))
-    return world.world_splits(seed=seed, n_train=n_train, n_test=n_test, families=families, difficulty=difficulty)
+    try:
+        return world.world_splits(seed=seed, n_train=n_train, n_test=n_test, families=families,
+                                  difficulty=difficulty, related=related)
+    except (KeyError, ValueError) as e:
+        raise config.TaskConfigError(f"tasks.synthetic_world: {e}") from e
 
 
 @gin.configurable("synthetic_world", module="tasks")
 def synthetic_world(seed: int = 0, n_train: int = 2000, n_test: int = 200, families=None, digits=None,
-                    steps=None) -> dict[str, list[world.SyntheticProblem]]:
+                    steps=None, related=()) -> dict[str, list[world.SyntheticProblem]]:
     """The world's train/test problems (`n_train`, `n_test` per family, before removing train
-    questions that are also test questions). `families`: a subset of the families (default all);
-    `digits`, `steps`: (low, high) ranges that replace every family's own."""
+    questions that are also test questions). `families`: a subset of the problem families (default
+    all); `digits`, `steps`: (low, high) ranges that replace every family's own; `related`: related
+    families to add (world.RELATED_FAMILIES, e.g. ('compare',)), read by the `synthetic_{family}_text`
+    tasks only: the bootstrap corpus sees them in text, the all-family tasks never hold them."""
     return _cached_world(seed, n_train, n_test, None if families is None else tuple(families),
-                         None if digits is None else tuple(digits), None if steps is None else tuple(steps))
+                         None if digits is None else tuple(digits), None if steps is None else tuple(steps),
+                         tuple(related))
 
 
 @gin.configurable("bootstrap", module="tasks")
@@ -69,8 +76,10 @@ def bootstrap_corpus(coverage: Mapping[str, Mapping[str, float]] | None = None,
     return corpus.build_bootstrap_corpus(problems, coverage, translation_coverage, seed)
 
 
-def _problems(split: str, family: str | None):
-    return [p for p in synthetic_world()[split] if family is None or p.family == family]
+def problems_of(split: str, family: str | None):
+    """The split's problems of one family, or (None) of every problem family: never a related one."""
+    return [p for p in synthetic_world()[split]
+            if p.family == family or (family is None and not world.FAMILIES[p.family].related)]
 
 
 def render_reference_translations(problems, direction: str, count_tokens: Counter = None,
@@ -83,9 +92,9 @@ def register_synthetic_tasks(vocabulary: seqio.Vocabulary) -> list[str]:
     lengths = lambda: config.feature_lengths("synthetic")  # noqa: E731 (read at load time, after gin)
     infos = []
     for family in (None, *world.FAMILIES):
-        for method in prompts.METHODS:
+        for method in prompts.METHODS if family is None or not world.FAMILIES[family].related else ("text",):
             def render(split, count_tokens, family=family, method=method):
-                return render_problems((p.to_problem() for p in _problems(split, family)), method,
+                return render_problems((p.to_problem() for p in problems_of(split, family)), method,
                                        count_tokens, lengths())
             what = "all families" if family is None else f"family {family}"
             name = f"synthetic_{method}" if family is None else f"synthetic_{family}_{method}"
@@ -93,7 +102,7 @@ def register_synthetic_tasks(vocabulary: seqio.Vocabulary) -> list[str]:
                                   ("train", "test"), render))
     for direction in prompts.DIRECTIONS:
         def render(split, count_tokens, direction=direction):
-            return render_reference_translations(_problems(split, None), direction, count_tokens, lengths())
+            return render_reference_translations(problems_of(split, None), direction, count_tokens, lengths())
         infos.append(TaskInfo(f"synthetic_{direction}", "synthetic",
                               f"synthetic world, reference {direction.replace('_', ' ')} translation pairs",
                               ("train", "test"), render))

@@ -28,6 +28,7 @@ class Family:
     name: str
     favours: str  # "code", "text" or "both": the method the family is built to suit
     difficulty: Difficulty  # the default knobs
+    related: bool = False  # a related task: evaluated in text only, never sampled for training
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -37,7 +38,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("clock", "text", Difficulty(digits=(1, 1), steps=(1, 3))),
     Family("frog", "text", Difficulty(digits=(1, 1), steps=(1, 2))),
     Family("change", "both", Difficulty(digits=(1, 2), steps=(1, 2))),
+    Family("compare", "text", Difficulty(digits=(1, 2), steps=(1, 2)), related=True),
 )}
+PROBLEM_FAMILIES = tuple(name for name, f in FAMILIES.items() if not f.related)
+RELATED_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.related)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +49,7 @@ class SyntheticProblem:
     id: str  # "synthetic_<family>/<split>/<index>"
     family: str
     question: str
-    gold: str  # canonical integer string
+    gold: str  # canonical integer string (`yes`/`no` in a related family)
     digits: int
     steps: int
     text: str  # reference chain of thought
@@ -89,9 +93,14 @@ def generate(family: str, n: int, seed: int, split: str = "train",
 
 def world_splits(seed: int = 0, n_train: int = 2000, n_test: int = 200,
                  families: Sequence[str] | None = None,
-                 difficulty: Mapping[str, Difficulty] | None = None) -> dict[str, list[SyntheticProblem]]:
-    """Train and test problems of every family; train keeps no question that is also a test question."""
-    names = list(families or FAMILIES)
+                 difficulty: Mapping[str, Difficulty] | None = None,
+                 related: Sequence[str] = ()) -> dict[str, list[SyntheticProblem]]:
+    """Train and test problems of the problem `families` (default: every one that is not related)
+    and of the `related` families; train keeps no question that is also a test question."""
+    for name in related:
+        if not _family(name).related:
+            raise ValueError(f"{name!r} is not a related family; related families: {list(RELATED_FAMILIES)}")
+    names = list(families or PROBLEM_FAMILIES) + [r for r in related if r not in (families or ())]
     difficulty = dict(difficulty or {})
     test = [p for f in names for p in generate(f, n_test, seed, "test", difficulty.get(f))]
     test_questions = {p.question for p in test}
