@@ -18,7 +18,7 @@ time is reported as compile_s). The load average is printed before and after.
 3. prefix: 64 rows sharing a 1024-token prefix, each with its own 64-token suffix, 64 new tokens:
    the prefix prefilled once and shared, against every row carrying the whole prompt.
 4. continuous: an MMST-like workload — 256 GSM8K test problems x 4 samples after a shared 512-token
-   few-shot block (GSM8K train worked examples), problem prompts of 40-120 tokens, stop strings
+   few-shot block (the start token, then GSM8K train worked examples), problem prompts of 40-120 tokens, stop strings
    "\\n\\n" and "Question:", greedy, each row's length limit drawn from the token lengths of GSM8K's
    worked answers (train) — on a smaller random BLOOM (hidden 256, 4 layers, the tokenizer's 8192
    tokens), 64 rows decoding at once. Continuous batching (slots refilled as rows stop, each
@@ -174,7 +174,7 @@ def gsm8k_workload(problems: int, samples: int, few_shot: int, vocab_size: int, 
                             path=path)
         vocab = HFTokenizerVocabulary(path)
     shots = "".join(f"Question: {x['question']}\nAnswer: {x['answer']}\n\n" for x in train[:12])
-    block = vocab.encode(shots)[:few_shot]
+    block = [vocab.start_id] + vocab.encode(shots)[:few_shot - 1]  # every sampled prompt starts with it
     lengths = np.asarray([len(t) + 1 for t in vocab.encode_batch([x["answer"] for x in train])])  # + the stop
     rs = np.random.RandomState(0)
     questions = vocab.encode_batch([f"Question: {x['question']}\nAnswer:" for x in test])

@@ -282,9 +282,9 @@ def summarize(study: StudyConfig) -> dict:
     any_report = next((m for per in reports.values() for m, _ in per.values()), None)
     datasets = sorted(any_report["rounds"][0]["eval"]) if any_report else []
     accuracy, sizes, correlation, cross = {}, {}, {}, {}
+    evaluated = any_report["rounds"][0]["eval"] if any_report else {}
     for mode, per_seed in reports.items():
-        accuracy[mode] = {ds: {m: _per_round(per_seed, _eval_value(ds, m)) for m in METHODS
-                               if any(m in x for x in (any_report["rounds"][0]["eval"].get(ds, {}),))}
+        accuracy[mode] = {ds: {m: _per_round(per_seed, _eval_value(ds, m)) for m in METHODS if m in evaluated[ds]}
                           for ds in datasets}
         sizes[mode] = {m: {src: _per_round(per_seed, lambda mm, d, r, m=m, src=src: _sources(d, r, m, src))
                            for src in ("self", "translation", "replay")} for m in METHODS}
@@ -317,6 +317,19 @@ def _fmt(x: dict) -> str:
     return f"{x['mean']:.1f}{sd} <small>[{', '.join(f'{v:.0f}' for v in x['values'])}]</small>"
 
 
+def _rows(table: dict, cell: Callable[[dict], str]) -> list[str]:
+    """Table rows of {A: {B: {C: [ROUND ...]}}}: A, B, C, then one cell a round; rows with no
+    value in any round are left out."""
+    out = []
+    for a, per in table.items():
+        for b, inner in per.items():
+            for c, rounds in inner.items():
+                if any(x.get("mean") is not None for x in rounds):
+                    out.append(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td><td>{c}</td>"
+                               + "".join(f"<td>{cell(x)}</td>" for x in rounds) + "</tr>")
+    return out
+
+
 def render_html(summary: dict) -> str:
     e = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>MMST study</title>",
@@ -345,29 +358,14 @@ def render_html(summary: dict) -> str:
         parts.append("</table>")
     parts.append("<h2>Training examples per round and source</h2><table><tr><th>mode</th><th>method</th>"
                  "<th>source</th><th>rounds</th></tr>")
-    for mode, per in summary["train_examples"].items():
-        for m, sources in per.items():
-            for src, rounds in sources.items():
-                parts.append(f"<tr><td>{e(mode)}</td><td>{m}</td><td>{src}</td>"
-                             + "".join(f"<td>{_fmt(x)}</td>" for x in rounds) + "</tr>")
+    parts += _rows(summary["train_examples"], _fmt)
     parts.append("</table><h2>Correlation of the methods' solved problems (phi)</h2><p>train: on the round's "
                  "training samples, solved when any verified sample is (the paper's Table 4); test: greedy</p>"
                  "<table><tr><th>mode</th><th>dataset</th><th>on</th><th>rounds</th></tr>")
-    for mode, per in summary["correlation"].items():
-        for ds, on in per.items():
-            for which, rounds in on.items():
-                cells = "".join(f"<td>{'' if x.get('mean') is None else format(x['mean'], '+.2f')}</td>"
-                                for x in rounds)
-                if cells.replace("<td></td>", ""):
-                    parts.append(f"<tr><td>{e(mode)}</td><td>{e(ds)}</td><td>{which}</td>{cells}</tr>")
+    parts += _rows(summary["correlation"], lambda x: "" if x.get("mean") is None else format(x["mean"], "+.2f"))
     parts.append("</table><h2>Both methods together (%)</h2><p>oracle: either right; vote: both methods' samples "
                  "pooled; choice: one method per problem</p><table><tr><th>mode</th><th>dataset</th><th></th>"
                  "<th>rounds</th></tr>")
-    for mode, per in summary["cross_method"].items():
-        for ds, kinds in per.items():
-            for k, rounds in kinds.items():
-                if any(x.get("mean") is not None for x in rounds):
-                    parts.append(f"<tr><td>{e(mode)}</td><td>{e(ds)}</td><td>{k}</td>"
-                                 + "".join(f"<td>{_fmt(x)}</td>" for x in rounds) + "</tr>")
+    parts += _rows(summary["cross_method"], _fmt)
     parts.append(f"</table><h2>study.json</h2><pre>{e(json.dumps(summary, indent=1))}</pre></body></html>")
     return "\n".join(parts)

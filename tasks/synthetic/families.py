@@ -83,14 +83,20 @@ def savings(rng: random.Random, digits: int, steps: int) -> Instance:
         start = start + amount if sign == "-" else start - amount
     verbs = [f"{'loses' if sign == '-' else 'gets'} {amount}" for sign, amount in changes]
     question = f"{name} has {start} {thing}. {name} " + _listing(verbs) + f" {thing}. How many {thing} does {name} have now?"
+    text, lines, current = _gains_and_losses(thing, start, changes)
+    lines.append(f"return {thing}")
+    return Instance(question, current, " ".join(text + [answer_sentence(current)]), _program(lines))
+
+
+def _gains_and_losses(thing: str, start: int, changes: list[tuple[str, int]]) -> tuple[list[str], list[str], int]:
+    """The text steps and program lines of `start` changed by each (sign, amount), and the result."""
     text, lines, current = [], [f"{thing} = {start}"], start
     for sign, amount in changes:
         new = current - amount if sign == "-" else current + amount
         text.append(f"{current} {sign} {amount} = {new}.")
         lines.append(f"{thing} {sign}= {amount}")
         current = new
-    lines.append(f"return {thing}")
-    return Instance(question, current, " ".join(text + [answer_sentence(current)]), _program(lines))
+    return text, lines, current
 
 
 def sequence(rng: random.Random, digits: int, steps: int) -> Instance:
@@ -202,12 +208,7 @@ def compare(rng: random.Random, digits: int, steps: int) -> Instance:
         verbs = [f"{'loses' if sign == '-' else 'gets'} {amount}" for sign, amount in changes]
         question = (f"{name} has {start} {thing}. {name} " + _listing(verbs) + f" {thing}. {other} has "
                     f"{threshold} {thing}. Does {name} have more {thing} than {other} now?")
-        text, lines, current = [], [f"{thing} = {start}"], start
-        for sign, amount in changes:
-            new = current - amount if sign == "-" else current + amount
-            text.append(f"{current} {sign} {amount} = {new}.")
-            lines.append(f"{thing} {sign}= {amount}")
-            current = new
+        text, lines, _ = _gains_and_losses(thing, start, changes)
         answer = "yes" if value > threshold else "no"
         text.append(f"{value} is {'more' if value > threshold else 'less'} than {threshold}.")
         lines.append(f"return 'yes' if {thing} > {threshold} else 'no'")
