@@ -1,15 +1,10 @@
 """Shared test fixtures: the public datasets beside the checkout, a tokenizer trained on the spot, and a
-GCS emulator (tests/gcs_emulator.py) for gs:// paths; and one XLA compilation cache for the session."""
+GCS emulator (tests/gcs_emulator.py) for gs:// paths."""
 
 import os
 import pathlib
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# One persistent XLA compilation cache for the session, shared by this process and every `mmst`
-# process a test starts: the suite's many runs of the same tiny programs compile them once.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="mmst-test-xla-cache-"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest
 

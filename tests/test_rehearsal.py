@@ -70,7 +70,10 @@ def test_study_experiment_rehearsed_through_mmst_study(tmp_path, tiny_hf_checkpo
     samples, then study.json."""
     modes = "{'mmst': {'mode': 'mmst'}, 'mmst_capped': {'mode': 'mmst', 'cap_to': 'self_training'}}"
     result = rehearse(STUDY, tmp_path / "study", tiny_hf_checkpoint, data_dir, "--gin.STUDY_SEEDS=[0]",
-                      f"--gin.mmst.study.modes={modes}", command="study")
+                      f"--gin.mmst.study.modes={modes}",
+                      # the plain rehearsals decode in full; here fewer steps, for the study's own path
+                      "--gin.mmst.Generation.max_new_tokens=8", "--gin.mmst.Generation.vote_samples=0",
+                      "--gin.mmst.RunConfig.eval_problems=2", command="study")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "ERROR" not in result.stderr, result.stderr[-4000:]
     for mode in ("mmst", "mmst_capped"):

@@ -30,6 +30,9 @@ small end of the number-size knob, as the paper found the weaker method gains bu
 The CPU smoke run (gin_configs/smoke.gin) binds other tables: every problem solved in text and 1% in
 code, so that code, the method with the higher ceiling, starts as the weaker one (README, "The smoke
 run's figures", has the results and the reason).
+The CPU study (gin_configs/runs/study_smoke.gin) gives both methods the same coverage instead, and
+adds the related family `compare` (`tasks.synthetic_world.related`): a yes/no question after the
+same arithmetic, evaluated in text and never sampled for training (README, "The study").
 
 Prompts are the zero-shot form of the real tasks' blocks (tasks.prompts): `Question: ...` then
 `Solution:` or `Program:`; problem ids are `synthetic_<family>/<split>/<index>` and the dataset of a
