@@ -14,15 +14,12 @@ unfinished one resumes. On several hosts every host runs the same sequence.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Sequence
 
 import gin
 
 from mmst_jax.cli import configurables, run
-
-log = logging.getLogger(__name__)
 
 
 def run_bindings(seed: int, directory: str, settings) -> list[str]:
