@@ -248,7 +248,9 @@ class Sampler:
                         prefilled = self._prefill(requests, waiting, per_call, shared, width, prefix)
                     take, prefilled.rows = prefilled.rows[:len(free)], prefilled.rows[len(free):]
                     slots, free = free[:len(take)], free[len(take):]
-                    state = self._insert(state, prefilled, take, slots, requests)
+                    for at in range(0, len(take), refill):
+                        state = self._insert(state, prefilled, take[at:at + refill], slots[at:at + refill],
+                                             requests, refill)
                     for slot, (i, j, _) in zip(slots, take):
                         occupant[slot] = (i, j)
                 if all(o is None for o in occupant):
@@ -295,13 +297,14 @@ class Sampler:
         kv, logits = decode.prefill(self.params, prefix, self._split(ids), self._split(lengths), config=self.config)
         return _Prefilled(kv, logits, self._split(lengths), rows)
 
-    def _insert(self, state, prefilled: _Prefilled, take, slots: list[int], requests):
-        """Inserts rows `take` of `prefilled` into `slots` (one call of a fixed width)."""
+    def _insert(self, state, prefilled: _Prefilled, take, slots: list[int], requests, width: int):
+        """Inserts rows `take` (at most `width`) of `prefilled` into `slots`: one call of a fixed
+        width, so that an insert copies a few rows' keys/values, not every slot's."""
         n = self.slots
-        slot_ids = np.full((n,), n, np.int32)  # n: no row
-        sources = np.zeros((n,), np.int32)
-        keys = np.zeros((n, *decode.KEY_SHAPE), np.uint32)
-        limits = np.ones((n,), np.int32)
+        slot_ids = np.full((width,), n, np.int32)  # n: no row
+        sources = np.zeros((width,), np.int32)
+        keys = np.zeros((width, *decode.KEY_SHAPE), np.uint32)
+        limits = np.ones((width,), np.int32)
         for f, (slot, (i, j, source)) in enumerate(zip(slots, take)):
             r = requests[i]
             slot_ids[f], sources[f] = slot, source
