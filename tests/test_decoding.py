@@ -8,8 +8,8 @@ import torch
 
 from bloom_reference import random_hf_bloom
 from mmst_jax.sampling import decode
-from mmst_jax.models.bloom import (BloomConfig, BloomForCausalLM, cached_forward, decoding_params, init_cache,
-                                   init_params)
+from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_params
+from mmst_jax.models.bloom_cache import cached_forward, decoding_params, init_cache
 from mmst_jax.sampling.sampler import Request, Sampler
 from mmst_jax.models.hf import load_bloom
 from mmst_jax.vocab import HFTokenizerVocabulary

@@ -15,7 +15,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 
 import pytest

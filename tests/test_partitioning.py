@@ -108,7 +108,7 @@ def test_rules_naming_unknown_axes_are_refused():
 
 
 def test_dimension_not_divisible_by_its_mesh_axis_is_named():
-    from jax.sharding import AbstractMesh, NamedSharding
+    from jax.sharding import AbstractMesh
 
     mesh = AbstractMesh((1, 2, 4), sharding.MESH_AXES)  # a 2x4 slice, no devices needed
     specs = {"qkv": PartitionSpec("embed", "heads", None, "kv")}

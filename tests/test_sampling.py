@@ -81,7 +81,8 @@ MESH_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from mmst_jax.sampling import decode
     from mmst_jax.sampling.sampler import Sampler
-    from mmst_jax.models.bloom import BloomConfig, cache_logical_axes, init_cache, init_params
+    from mmst_jax.models.bloom import BloomConfig, init_params
+    from mmst_jax.models.bloom_cache import cache_logical_axes, init_cache
     from mmst_jax.sharding import DEFAULT_RULES, logical_to_sharding, make_mesh
 
     config = BloomConfig(vocab_size=128, hidden_size=64, n_layer=2, n_head=4, initializer_range=0.3)

@@ -111,7 +111,7 @@ def test_training_tasks_and_gin_mixture_over_run_time_files(tmp_path, clean_gin,
     text = _write(tmp_path / "train" / "text" / "part-00000-of-00001.jsonl", [
         _record("text", q + "\nSolution:", " 3 * 4 = 12. 20 - 12 = 8. The answer is 8."),
         _record("text", q + "\nSolution:", " 20 - 3 = 17. The answer is 17.", correct=False)])
-    code = _write(tmp_path / "train" / "code" / "part-00000-of-00001.jsonl", [
+    _write(tmp_path / "train" / "code" / "part-00000-of-00001.jsonl", [
         _record("code", q + "\nProgram:\n", "def solution():\n    return 20 - 3 * 4\n")])
     gin.bind_parameter("tasks.training_files.files", {"text": [str(text)], "code": [str(tmp_path / "train/code/*.jsonl")]})
     gin.bind_parameter("tasks.mixture_rates.rates", {"mmst_train_text": 1.0, "mmst_train_code": 0.0})

@@ -16,9 +16,8 @@ block (`nn.scan`) under a remat policy, so compile time does not grow with depth
 
 Masks: `attention_mask` [batch, length] marks real tokens (left or right padding, as in HF);
 `segment_ids` [batch, length] marks packed examples (0 = padding), which never see each other and
-whose ALiBi positions restart at 0. Decoding (`cached_forward`) runs the same blocks unrolled over
-per-layer weights (`decoding_params`) and a per-layer KV cache (`init_cache`) that may carry a
-shared prefix (keys/values [heads, P, head_dim], held once for the batch) every row attends to first.
+whose ALiBi positions restart at 0. Decoding over a KV cache runs the same blocks
+(`mmst_jax.models.bloom_cache`).
 """
 
 from __future__ import annotations
@@ -256,7 +255,7 @@ def _dense_init(config: BloomConfig, names: tuple):
     return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), names)
 
 
-def _layer_norm(config: BloomConfig, name: str) -> nn.LayerNorm:
+def layer_norm(config: BloomConfig, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(
         epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype, param_dtype=config.params_dtype,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
@@ -374,11 +373,11 @@ class BloomBlock(nn.Module):
     @nn.compact
     def __call__(self, h: Array, bias: Array, context: dict, kv_cache: dict) -> tuple[Array, Any]:
         cfg = self.config
-        a = _layer_norm(cfg, "input_layernorm")(h)
+        a = layer_norm(cfg, "input_layernorm")(h)
         residual = a if cfg.apply_residual_connection_post_layernorm else h
         attn, kv = BloomAttention(cfg, name="self_attention")(a, bias, context, kv_cache)
         h = attn + residual
-        m = _layer_norm(cfg, "post_attention_layernorm")(h)
+        m = layer_norm(cfg, "post_attention_layernorm")(h)
         residual = m if cfg.apply_residual_connection_post_layernorm else h
         h = BloomMLP(cfg, name="mlp")(m) + residual
         # Only decoding needs the new keys/values; a training forward does not keep them.
@@ -389,7 +388,7 @@ class BloomForCausalLM(nn.Module):
     """BLOOM with its tied LM head: `__call__` returns logits [batch, length, vocab].
 
     The layers are one scanned block (training, scoring). Decoding with a KV cache goes through
-    `cached_forward`, which runs the same blocks over the same parameters, unrolled.
+    `bloom_cache.cached_forward`, which runs the same blocks over the same parameters, unrolled.
     """
 
     config: BloomConfig
@@ -404,7 +403,7 @@ class BloomForCausalLM(nn.Module):
             embedding_init=_dense_init(cfg, ("vocab", "embed")), name="word_embeddings")
         h = embed(input_ids)  # [batch, length, embed]
         h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
-        h = _layer_norm(cfg, "word_embeddings_layernorm")(h)
+        h = layer_norm(cfg, "word_embeddings_layernorm")(h)
         if segment_ids is not None:
             valid = segment_ids != 0
         elif attention_mask is not None:
@@ -424,7 +423,7 @@ class BloomForCausalLM(nn.Module):
             in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.n_layer,
             metadata_params={nn.PARTITION_NAME: "layers"})
         h, _ = layers(cfg, name="h")(h, bias, {}, {})
-        h = _layer_norm(cfg, "ln_f")(h)
+        h = layer_norm(cfg, "ln_f")(h)
         logits = embed.attend(h)  # tied LM head: [batch, length, vocab]
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
@@ -434,123 +433,6 @@ def init_params(config: BloomConfig, rng: Array, batch: int = 1, length: int = 8
     model = BloomForCausalLM(config)
     variables = model.init(rng, jnp.ones((batch, length), jnp.int32))
     return nn.unbox(variables["params"])
-
-
-# --------------------------------------------------------------------------------------------
-# Cached decoding: the same blocks, unrolled over per-layer weights and per-layer caches
-# --------------------------------------------------------------------------------------------
-def decoding_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The layout `cached_forward` reads: the scanned layer stack `h` split into one tree per
-    layer (`layers`), and the tied embedding held transposed (`embedding_t` [embed, vocab]).
-    Each layer's weights are then a buffer of their own, which a decode step reads in place
-    (slicing a layer out of the stack inside the step copies it, every step), and the LM head is
-    a plain [rows, embed] x [embed, vocab] product (on CPU much faster than contracting the
-    embedding's minor axis); token lookups read its columns."""
-    stacked = params["h"]
-    n = jax.tree.leaves(stacked)[0].shape[0]
-    out = {name: value for name, value in params.items() if name not in ("h", "word_embeddings")}
-    out["embedding_t"] = jnp.transpose(params["word_embeddings"]["embedding"])
-    out["layers"] = tuple(jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(n))
-    return out
-
-
-# Logical axes of a cache entry (one array per layer).
-CACHE_AXES = {"key": ("batch", "heads", "length", "kv"), "value": ("batch", "heads", "length", "kv"),
-              "prefix_key": ("heads", "length", "kv"), "prefix_value": ("heads", "length", "kv")}
-
-
-def init_cache(config: BloomConfig, batch: int, cache_length: int, dtype=None, *,
-               prefix: Mapping[str, Any] | None = None) -> dict[str, tuple[Array, ...]]:
-    """A zero KV cache: key/value, one [batch, heads, cache_length, head_dim] array per layer
-    (heads-major: a decode step reads it without a transpose).
-
-    prefix: a shared prefix's prefix_key/value ([heads, P, head_dim] per layer, `prefix_entries`),
-    kept once: every row attends to them before its own cache; they are neither recomputed nor
-    copied per row.
-    """
-    dtype = dtype or config.cache_dtype
-    shape = (batch, config.n_head, cache_length, config.head_dim)
-    cache = {name: tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)) for name in ("key", "value")}
-    if prefix is not None:
-        cache.update({name: tuple(x.astype(dtype) for x in arrays) for name, arrays in prefix.items()})
-    return cache
-
-
-def prefix_entries(prefix: Mapping[str, Any], dtype=None) -> dict[str, tuple[Array, ...]]:
-    """prefix_key/value of a batch-1 cache (the keys and values of a shared prefix)."""
-    if prefix["key"][0].shape[0] != 1:
-        raise ValueError(f"a shared prefix comes from a batch-1 cache, got batch {prefix['key'][0].shape[0]}")
-    return {f"prefix_{name}": tuple(x[0].astype(dtype or x.dtype) for x in prefix[name])
-            for name in ("key", "value")}
-
-
-def cache_logical_axes(cache: Mapping[str, Any]) -> dict[str, Any]:
-    """The logical PartitionSpec of every array of a cache from `init_cache`."""
-    return {name: tuple(jax.sharding.PartitionSpec(*CACHE_AXES[name]) for _ in arrays)
-            for name, arrays in cache.items()}
-
-
-def cached_forward(config: BloomConfig, params: Mapping[str, Any], cache: Mapping[str, Any],
-                   input_ids: Array, lengths: Array, *, empty: bool = False,
-                   logits_at: Array | None = None) -> tuple[Array, dict]:
-    """The model over a KV cache: row b's next T tokens `input_ids` [batch, T], after the
-    `lengths[b]` tokens its cache already holds (columns [0, lengths[b]) of `cache`, behind the
-    shared prefix if the cache has one).
-
-    Row b's tokens attend to the prefix, its cached tokens and its own earlier tokens of this
-    call, with ALiBi positions P + lengths[b] + t, exactly as the whole sequence would in
-    `BloomForCausalLM`. Tokens after a row's real ones (right padding) change nothing before them.
-    params: `decoding_params(...)`. empty: nothing is cached yet (a prefill): the cache is not
-    read, and the returned cache holds just this call's keys/values ([batch, heads, T, head_dim]).
-    Otherwise they are written at columns lengths[b] + t (the caller keeps them inside the cache).
-    Returns (logits [batch, vocab] fp32 at this call's position logits_at [batch] (default the
-    last), the cache).
-    """
-    cfg = config
-    batch, length = input_ids.shape
-    lengths = jnp.asarray(lengths, jnp.int32)
-    embedding_t = params["embedding_t"]  # [embed, vocab]
-    h = jnp.moveaxis(jnp.take(embedding_t, input_ids, axis=1), 0, -1).astype(cfg.compute_dtype)  # [batch, T, embed]
-    h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
-    h = _layer_norm(cfg, "ln").apply({"params": params["word_embeddings_layernorm"]}, h)
-
-    slopes = jnp.asarray(alibi_slopes(cfg.n_head))[None, :, None, None]  # [1, heads, 1, 1]
-    big_neg = jnp.finfo(jnp.float32).min
-    has_prefix = "prefix_key" in cache
-    prefix_length = cache["prefix_key"][0].shape[1] if has_prefix else 0
-    t = jnp.arange(length)
-    own = (prefix_length + lengths[:, None] + t[None, :]).astype(jnp.float32)  # [batch, T] positions
-    causal = t[None, :] <= t[:, None]  # [q, k]
-    bias = jnp.where(causal[None, None], slopes * own[:, None, None, :], big_neg)  # [batch, heads, T, T]
-    context = {}
-    if has_prefix:
-        context["prefix_bias"] = slopes * jnp.arange(prefix_length, dtype=jnp.float32)  # [1, heads, 1, P]
-    if not empty:  # query t of row b sees its cache columns up to its own, lengths[b] + t
-        column = jnp.arange(cache["key"][0].shape[2])
-        seen = column[None, None, :] <= lengths[:, None, None] + t[None, :, None]  # [batch, T, C]
-        context["cache_bias"] = jnp.where(seen[:, None], slopes * (prefix_length + column).astype(jnp.float32),
-                                          big_neg)  # [batch, heads, T, C]
-
-    block = BloomBlock(cfg, decode=True)
-    new = {"key": [], "value": []}
-    for i, layer in enumerate(params["layers"]):
-        kv = {}
-        if has_prefix:
-            kv.update(prefix_key=cache["prefix_key"][i], prefix_value=cache["prefix_value"][i])
-        if not empty:
-            kv.update(cached_key=cache["key"][i], cached_value=cache["value"][i], write_at=lengths)
-        h, (k, v) = block.apply({"params": layer}, h, bias, context, kv)
-        new["key"].append(k)
-        new["value"].append(v)
-
-    at = jnp.full((batch,), length - 1, jnp.int32) if logits_at is None else logits_at
-    h = jnp.take_along_axis(h, at[:, None, None], axis=1)[:, 0]  # [batch, embed]
-    h = _layer_norm(cfg, "ln").apply({"params": params["ln_f"]}, h)
-    logits = jnp.dot(h, embedding_t.astype(cfg.compute_dtype), preferred_element_type=jnp.float32)
-    out = {name: tuple(arrays) for name, arrays in new.items()}
-    if has_prefix:
-        out.update(prefix_key=cache["prefix_key"], prefix_value=cache["prefix_value"])
-    return nn.with_logical_constraint(logits, ("batch", "vocab")), out
 
 
 def _write_rows(cache: Array, new: Array, start: Array) -> Array:

@@ -38,14 +38,14 @@ def param_shardings(config: BloomConfig, mesh, rules=None) -> Any:
 def cache_shardings(cache: Any, mesh, rules=None) -> Any:
     """A NamedSharding per KV-cache array (abstract or real) of `init_cache`."""
     from mmst_jax import sharding
-    from mmst_jax.models.bloom import cache_logical_axes
+    from mmst_jax.models.bloom_cache import cache_logical_axes
 
     return sharding.logical_to_sharding(cache_logical_axes(cache), mesh, rules or sharding.DEFAULT_RULES,
                                         shapes=cache)
 
 
 def decoding_param_shardings(config: BloomConfig, mesh, rules=None) -> Any:
-    """A NamedSharding per parameter of `bloom.decoding_params`: each layer's as in the stack,
+    """A NamedSharding per parameter of `bloom_cache.decoding_params`: each layer's as in the stack,
     without the layer axis; the transposed embedding's axes swapped."""
     import jax
 

@@ -38,8 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmst_jax.models.bloom import (BloomConfig, cache_logical_axes, cached_forward, decoding_params,
-                                   init_cache, prefix_entries)
+from mmst_jax.models.bloom import BloomConfig
+from mmst_jax.models.bloom_cache import (cache_logical_axes, cached_forward, decoding_params, init_cache,
+                                         prefix_entries)
 from mmst_jax.sampling.stop_strings import StopStrings, token_bytes  # noqa: F401 (part of the sampler's API)
 
 

@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmst_jax.models.bloom import BloomConfig, decoding_params
+from mmst_jax.models.bloom import BloomConfig
+from mmst_jax.models.bloom_cache import decoding_params
 from mmst_jax.sampling import decode
 from mmst_jax.sampling.decode import SamplingConfig, SamplingError
 from mmst_jax.sampling.stop_strings import StopStrings
