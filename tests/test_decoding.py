@@ -145,6 +145,30 @@ def test_a_row_stopping_at_its_first_token_and_one_that_never_stops_share_the_sl
     assert sampler.steps == 0
 
 
+def test_requests_sharing_nothing_decode_side_by_side_in_one_run():
+    config = BloomConfig.preset("tiny", vocab_size=64)
+    params = init_params(config, jax.random.key(0))
+    sampling = decode.SamplingConfig(max_new_tokens=6)
+    rs = np.random.RandomState(3)
+    plain = [[10 + i] + rs.randint(4, 64, size=n).tolist() for i, n in enumerate((5, 9, 3, 7, 4, 8, 6, 2))]
+    sampler = Sampler(config, params, sampling, eos_id=None, pad_id=PAD, slots=4, length_bucket=4)
+    out = sampler.sample(plain, num_samples=1, seed=0)
+    assert sampler.steps == 2 * 5  # 8 rows in 4 slots: two waves of 5 steps, not a run of 5 per prompt
+    unshared = Sampler(config, params, sampling, eos_id=None, pad_id=PAD, slots=4, share_prefix=False)
+    assert out == unshared.sample(plain, num_samples=1, seed=0)
+
+    # A block shared by rows enough to fill the slots is prefilled once, in a run of its own; one
+    # shared by fewer rows joins the plain run of its neighbours (unless it is all there is).
+    block = rs.randint(4, 64, size=8).tolist()
+    requests = [Request(p, decode.row_keys(0, [i], [0]))
+                for i, p in enumerate([block + p for p in plain[:4]] + plain[4:])]
+    assert sampler._runs(requests) == [(0, 4, 8), (4, 8, 0)]
+    wide = Sampler(config, params, sampling, eos_id=None, pad_id=PAD, slots=8, length_bucket=4)
+    assert wide._runs(requests) == [(0, 8, 0)]
+    assert wide._runs(requests[:4]) == [(0, 4, 8)]
+    assert wide._runs(requests[4:]) == [(0, 4, 0)]
+
+
 def test_refilled_slots_give_every_row_its_own_tokens(model6):
     hf_model, config, params = model6
     rs = np.random.RandomState(8)

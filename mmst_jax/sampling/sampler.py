@@ -14,7 +14,9 @@ the last rows of the queue.
 Two levels of prefix sharing: the tokens every request of a run starts with (a few-shot block, at
 least `length_bucket` of them, rounded down to a multiple of it) are prefilled once, batch 1, and
 held once in the cache; each request's own prompt is prefilled once and copied into the slots of
-its k samples. Consecutive requests with another shared block start another run.
+its k samples. Consecutive requests with another shared block start another run, if they have rows
+enough to fill the slots; requests sharing nothing (or too few to fill the slots) decode together
+in one plain run.
 
 Each row draws with its own key, so its tokens do not depend on its slot, its neighbours, the
 number of slots or the mesh. With a mesh the parameters are placed by their logical axes and the
@@ -210,18 +212,34 @@ class Sampler:
 
     # ---- scheduling -----------------------------------------------------------------------
     def _runs(self, requests: Sequence[Request]) -> list[tuple[int, int, int]]:
-        """Consecutive requests sharing a prefix: (start, stop, shared tokens) per run."""
+        """The runs of continuous batching: (start, stop, shared tokens) of consecutive requests.
+
+        Consecutive requests sharing a prefix of at least `length_bucket` tokens form a run that
+        prefills it once, if their rows fill the slots at least once (or they are all there is);
+        every other request joins the plain run (nothing shared) of its neighbours, so requests
+        without a common prefix decode side by side instead of a run each.
+        """
         if not self.share_prefix:
             return [(0, len(requests), 0)]
-        runs, start, shared = [], 0, None
+        groups, start, shared = [], 0, None  # consecutive requests sharing a prefix (alone: 0)
         for i in range(1, len(requests) + 1):
             if i < len(requests):
                 common = shared_prefix_length([requests[start].tokens, requests[i].tokens], self.length_bucket)
                 if common >= self.length_bucket and (shared is None or 2 * common >= shared):
                     shared = common if shared is None else min(shared, common)
                     continue
-            runs.append((start, i, shared or 0))
+            groups.append((start, i, shared or 0))
             start, shared = i, None
+        if len(groups) == 1:
+            return groups
+        runs: list[tuple[int, int, int]] = []
+        for start, stop, shared in groups:
+            if sum(len(requests[i].keys) for i in range(start, stop)) < self.slots:
+                shared = 0  # too few rows to fill a run of their own
+            if runs and not shared and not runs[-1][2]:
+                runs[-1] = (runs[-1][0], stop, 0)
+            else:
+                runs.append((start, stop, shared))
         return runs
 
     def _run(self, requests: Sequence[Request], members: range, shared: int, results, on_done) -> None:
