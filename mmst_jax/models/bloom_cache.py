@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from mmst_jax.models.bloom import Array, BloomBlock, BloomConfig, alibi_slopes, layer_norm
 
+
 def decoding_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """The layout `cached_forward` reads: the scanned layer stack `h` split into one tree per
     layer (`layers`), and the tied embedding held transposed (`embedding_t` [embed, vocab]).
