@@ -1,8 +1,14 @@
 """Shared test fixtures: the public datasets beside the checkout, a tokenizer trained on the spot, and a
-GCS emulator (tests/gcs_emulator.py) for gs:// paths."""
+GCS emulator (tests/gcs_emulator.py) for gs:// paths.
+
+The session keeps one JAX compilation cache (JAX's own persistent cache) for this process and every
+`mmst` process the tests start: dozens of them compile the same tiny programs.
+"""
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -15,6 +21,20 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Tests read the public datasets from ../shared/data unless MMST_DATA_DIR names another place.
 os.environ.setdefault("MMST_DATA_DIR", str(PROJECT_ROOT.parent / "shared" / "data"))
+
+
+def pytest_configure(config):
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        config.jax_cache_dir = tempfile.mkdtemp(prefix="mmst-test-jax-cache-")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config.jax_cache_dir
+    # every program, however small or quick to compile (JAX keeps only those over 1 s by default)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "jax_cache_dir", None):
+        shutil.rmtree(config.jax_cache_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +72,19 @@ def tiny_hf_checkpoint(tmp_path_factory, bpe_tokenizer_dir) -> pathlib.Path:
 
     out = tmp_path_factory.mktemp("tiny_hf_bloom")
     return pathlib.Path(write_tiny_hf_checkpoint(out, bpe_tokenizer_dir / "tokenizer.json"))
+
+
+@pytest.fixture(scope="session")
+def micro_reference(tmp_path_factory) -> pathlib.Path:
+    """An uninterrupted `mmst run` of the micro configuration, the run every interrupted, damaged or
+    gs:// run of it is compared with (tests copy it before they change anything)."""
+    from micro_run import mmst_run
+
+    run_dir = tmp_path_factory.mktemp("mmst") / "reference"
+    proc = mmst_run(run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step/s" not in proc.stderr and "sample/s" not in proc.stderr  # --quiet: no progress bars
+    return run_dir
 
 
 class GCS:

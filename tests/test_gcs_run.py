@@ -9,11 +9,11 @@ import signal
 
 import pytest
 
-from test_mmst_run import mmst_run, results
+from micro_run import mmst_run, results
 
 
 def gcs_results(url: str):
-    """What `test_mmst_run.results` reads of a local run, read from a gs:// run directory: every
+    """What `micro_run.results` reads of a local run, read from a gs:// run directory: every
     record file (hidden ones too, so that leftovers count), report/metrics.json, the summaries."""
     from etils import epath
 
@@ -44,10 +44,7 @@ def objects(url: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_run_on_gcs_killed_refused_and_resumed_matches_a_local_run(gcs, tmp_path):
-    local = tmp_path / "local"
-    proc = mmst_run(local)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_run_on_gcs_killed_refused_and_resumed_matches_a_local_run(gcs, micro_reference):
     url = f"gs://{gcs.bucket}/killed"
     # Round 0's evaluation samples 4 batches, so the 6th batch is round 1's sampling; fine-tuning
     # saves a checkpoint every 4 steps (asynchronously), so its 4th step is killed while orbax is
@@ -71,7 +68,7 @@ def test_run_on_gcs_killed_refused_and_resumed_matches_a_local_run(gcs, tmp_path
 
     proc = mmst_run(url)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert gcs_results(url) == results(local)
+    assert gcs_results(url) == results(micro_reference)
     names = objects(url)
     for stage in ("samples", "verified", "translated", "train", "checkpoint", "eval"):
         assert f"round_001/{stage}/_SUCCESS" in names, stage

@@ -12,56 +12,13 @@ import sys
 
 import pytest
 
+from micro_run import mmst_run, results
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MICRO = "gin_configs/runs/smoke_micro.gin"
 
 
-def _command() -> list[str]:
-    from mmst_jax import cli
-
-    if "run" in cli.SUBCOMMANDS:
-        return [sys.executable, "-m", "mmst_jax", "run"]
-    return [sys.executable, "-m", "mmst_jax.mmst", "run"]
-
-
-def mmst_run(run_dir, *flags, faults=None, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
-    env.pop("MMST_FAULTS", None)
-    if faults:
-        env["MMST_FAULTS"] = faults
-    cmd = _command() + ["--quiet", f"--gin_file={MICRO}", f"--gin.RUN_DIR='{run_dir}'", *flags]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def records(run_dir) -> dict[str, list[dict]]:
-    """Every record file of a run (relative path -> records), verifier timings left out."""
-    out = {}
-    for path in sorted(pathlib.Path(run_dir).rglob("*.jsonl")):
-        rel = str(path.relative_to(run_dir))
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        for r in rows:
-            r.pop("elapsed_ms", None)
-        out[rel] = rows
-    return out
-
-
-def results(run_dir):
-    run_dir = pathlib.Path(run_dir)
-    summaries = {str(p.relative_to(run_dir)): json.loads(p.read_text()) for p in run_dir.glob("round_*/eval/summary.json")}
-    return records(run_dir), json.loads((run_dir / "report" / "metrics.json").read_text()), summaries
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("mmst") / "reference"
-    proc = mmst_run(run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "step/s" not in proc.stderr and "sample/s" not in proc.stderr  # --quiet: no progress bars
-    return run_dir
-
-
-def test_uninterrupted_run_layout_and_metrics(reference):
-    run = pathlib.Path(reference)
+def test_uninterrupted_run_layout_and_metrics(micro_reference):
+    run = pathlib.Path(micro_reference)
     assert (run / "config.gin").is_file()
     for stage in ("train", "checkpoint", "eval"):
         assert (run / "round_000" / stage / "_SUCCESS").is_file()
@@ -96,7 +53,7 @@ def test_uninterrupted_run_layout_and_metrics(reference):
 
 
 @pytest.mark.slow
-def test_killed_anywhere_then_resumed_matches_uninterrupted(reference, tmp_path):
+def test_killed_anywhere_then_resumed_matches_uninterrupted(micro_reference, tmp_path):
     run = tmp_path / "killed"
     # Each process is SIGKILLed at one point; the next one resumes. Round 0's evaluation samples 4
     # batches, so the 6th batch is round 1's sampling; fine-tuning saves a checkpoint every 4 steps
@@ -111,25 +68,25 @@ def test_killed_anywhere_then_resumed_matches_uninterrupted(reference, tmp_path)
         assert proc.returncode == -signal.SIGKILL, (fault, proc.returncode, proc.stderr[-2000:])
     proc = mmst_run(run)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert results(run) == results(reference)
+    assert results(run) == results(micro_reference)
 
 
-def test_different_config_is_refused_unless_told(reference, tmp_path):
+def test_different_config_is_refused_unless_told(micro_reference, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(reference, run)
+    shutil.copytree(micro_reference, run)
     proc = mmst_run(run, "--gin.mmst.Generation.num_samples=3")
     assert proc.returncode != 0
     assert "another configuration" in proc.stderr and "num_samples" in proc.stderr
     assert "--allow_config_change" in proc.stderr
     proc = mmst_run(run, "--gin.mmst.Generation.num_samples=3", "--allow_config_change")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (run / "config.gin.1").read_text() == (reference / "config.gin").read_text()
+    assert (run / "config.gin.1").read_text() == (micro_reference / "config.gin").read_text()
     assert "num_samples = 3" in (run / "config.gin").read_text()
 
 
-def test_damaged_files_are_detected_and_redone(reference, tmp_path):
+def test_damaged_files_are_detected_and_redone(micro_reference, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(reference, run)
+    shutil.copytree(micro_reference, run)
     verified = run / "round_001" / "verified" / "text" / "part-00000-of-00001.jsonl"
     text = verified.read_text()
     verified.write_text(text[: len(text) // 2])  # torn
@@ -141,12 +98,12 @@ def test_damaged_files_are_detected_and_redone(reference, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("round_001/verified", "round_001/samples", "round_000/eval"):
         assert f"{name}: corrupt" in proc.stderr, name
-    assert results(run) == results(reference)
+    assert results(run) == results(micro_reference)
 
 
-def test_verifier_crash_is_survived_and_reported(reference, tmp_path):
+def test_verifier_crash_is_survived_and_reported(micro_reference, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(reference, run)
+    shutil.copytree(micro_reference, run)
     shutil.rmtree(run / "round_001" / "verified")
     # the verifier fails from its 11th record on, on every restart: the rest of the round is lost
     proc = mmst_run(run, faults="verify.record@11+=crash")
@@ -164,13 +121,10 @@ def test_verifier_crash_is_survived_and_reported(reference, tmp_path):
     assert "lost to the verifier" in (run / "report" / "report.html").read_text()
 
 
-def test_eval_command_on_a_round_checkpoint(reference, tmp_path):
-    from mmst_jax import cli
-
-    cmd = ([sys.executable, "-m", "mmst_jax", "eval"] if "eval" in cli.SUBCOMMANDS
-           else [sys.executable, "-m", "mmst_jax.mmst", "eval"])
+def test_eval_command_on_a_round_checkpoint(micro_reference, tmp_path):
+    cmd = [sys.executable, "-m", "mmst_jax", "eval"]
     out = tmp_path / "eval"
-    proc = subprocess.run(cmd + ["--model", str(reference / "round_001" / "checkpoint"), "--tasks",
+    proc = subprocess.run(cmd + ["--model", str(micro_reference / "round_001" / "checkpoint"), "--tasks",
                                  "synthetic_text,synthetic_code", "--limit", "1", "--max_new_tokens", "32",
                                  "--output", str(out), "--quiet", "--gin.tasks.synthetic_world.n_train=4",
                                  "--gin.tasks.synthetic_world.n_test=2"],
@@ -184,18 +138,18 @@ def test_eval_command_on_a_round_checkpoint(reference, tmp_path):
     assert (out / "verified" / "greedy_synthetic_code" / "part-00000-of-00001.jsonl").is_file()
 
 
-def test_ablation_reuses_the_main_runs_base_model(reference, tmp_path):
+def test_ablation_reuses_the_main_runs_base_model(micro_reference, tmp_path):
     """`mmst.run.reuse_base_from`: the ablation copies round 0 (tokenizer, base model, its
     evaluation) from the main run instead of training it again, then runs its own mode."""
     run_dir = tmp_path / "ablation"
     proc = mmst_run(run_dir, "--gin.mmst.ModeConfig.mode='self_training'",
-                    f"--gin.mmst.run.reuse_base_from='{reference}'")
+                    f"--gin.mmst.run.reuse_base_from='{micro_reference}'")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "round 0: checkpoint" not in proc.stderr  # nothing trained for round 0
-    ours, main = results(run_dir), results(reference)
+    ours, main = results(run_dir), results(micro_reference)
     assert ours[1]["mode"] == "self_training"
     assert ours[1]["rounds"][0] == main[1]["rounds"][0]
     assert (run_dir / "round_000" / "checkpoint" / "tokenizer.json").read_bytes() == \
-        (reference / "round_000" / "checkpoint" / "tokenizer.json").read_bytes()
+        (micro_reference / "round_000" / "checkpoint" / "tokenizer.json").read_bytes()
     sources = {r["source"] for r in ours[0]["round_001/train/text/part-00000-of-00001.jsonl"]}
     assert "translation" not in sources
