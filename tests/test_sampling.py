@@ -91,13 +91,16 @@ MESH_SCRIPT = textwrap.dedent("""
     prefix = rs.randint(4, 128, size=16).tolist()
     prompts = [prefix + rs.randint(4, 128, size=n).tolist() for n in (3, 9, 1)]
     sampling = decode.SamplingConfig(temperature=1.0, top_k=40, top_p=0.9, max_new_tokens=12)
-    results = {}
+    results, programs = {}, {}
     for shape in [None, (8, 1, 1), (2, 2, 2), (1, 2, 4)]:
         mesh = None if shape is None else make_mesh(shape, jax.devices()[:8])
         # 2 slots (rounded up to divide over the mesh's rows): rows wait and refill freed slots.
         sampler = Sampler(config, params, sampling, eos_id=None, pad_id=3, mesh=mesh, length_bucket=8, slots=2)
+        before = {name: getattr(decode, name)._cache_size() for name in ("generate", "insert")}
         results[str(shape)] = sampler.sample(prompts, num_samples=2, seed=7)
+        programs[str(shape)] = {name: getattr(decode, name)._cache_size() - n for name, n in before.items()}
         assert sampler.shared_tokens == 16
+    results["programs"] = programs
     mesh = make_mesh((2, 2, 2), jax.devices()[:8])
     cache = init_cache(config, 4, 8)
     spec = logical_to_sharding(cache_logical_axes(cache), mesh, DEFAULT_RULES)["key"][0].spec
@@ -114,6 +117,10 @@ def test_samples_are_the_same_whatever_the_mesh():
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     # The cache is split by its logical axes: rows over (data, fsdp), heads over tensor.
     assert results.pop("cache_spec") == [["data", "fsdp"], "tensor", None, None]
+    # One decode loop and one insert program per mesh, however often the slots are refilled: the
+    # state every program returns is laid out as the next call's input was.
+    assert results.pop("programs") == {str(s): {"generate": 1, "insert": 1}
+                                       for s in (None, (8, 1, 1), (2, 2, 2), (1, 2, 4))}
     single = results.pop("None")
     for shape, samples in results.items():
         assert samples == single, shape

@@ -208,6 +208,21 @@ class Slots(struct.PyTreeNode):
     steps: jax.Array  # []: decode steps run so far
 
 
+def _placed(state: Slots) -> Slots:
+    """The state in its one layout: every per-row field split like the batch, the cache by its
+    logical axes, the step count replicated. Every program returns the state so, so the next call
+    gets inputs laid out as the program was compiled for (left to XLA, an output's layout can
+    differ from its input's, and each program would be compiled again for it)."""
+    def rows(x):
+        return nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 1))
+
+    return state.replace(cache=nn.with_logical_constraint(state.cache, cache_logical_axes(state.cache)),
+                         lengths=rows(state.lengths), last=rows(state.last), tokens=rows(state.tokens),
+                         count=rows(state.count), limit=rows(state.limit), keys=rows(state.keys),
+                         stop_state=rows(state.stop_state), done=rows(state.done),
+                         steps=nn.with_logical_constraint(state.steps, ()))
+
+
 def _choose(logits, keys, count, stop_state, done, rules: TokenRules, stop_table):
     """(token, stop_state, stopped) of every row after its logits [rows, vocab]; done rows keep
     their state and get pad_id."""
@@ -227,11 +242,10 @@ def empty_slots(prefix: dict | None, *, config: BloomConfig, slots: int, cache_l
                 max_new_tokens: int) -> Slots:
     """Every slot free: a zero cache of `cache_length` columns behind the shared prefix."""
     cache = init_cache(config, slots, cache_length, prefix=prefix)
-    cache = nn.with_logical_constraint(cache, cache_logical_axes(cache))
     zeros = jnp.zeros((slots,), jnp.int32)
-    return Slots(cache=cache, lengths=zeros, last=zeros, tokens=jnp.zeros((slots, max_new_tokens), jnp.int32),
+    return _placed(Slots(cache=cache, lengths=zeros, last=zeros, tokens=jnp.zeros((slots, max_new_tokens), jnp.int32),
                  count=zeros, limit=zeros, keys=jnp.zeros((slots, *KEY_SHAPE), jnp.uint32), stop_state=zeros,
-                 done=jnp.ones((slots,), bool), steps=jnp.zeros((), jnp.int32))
+                 done=jnp.ones((slots,), bool), steps=jnp.zeros((), jnp.int32)))
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -273,10 +287,11 @@ def insert(state: Slots, kv: dict, logits: jax.Array, lengths: jax.Array, slots:
     def put(x, value):
         return x.at[slots].set(value, mode="drop")
 
-    return Slots(cache=cache, lengths=put(state.lengths, lengths[sources]), last=put(state.last, first),
-                 tokens=put(state.tokens, tokens), count=put(state.count, zero + 1),
-                 limit=put(state.limit, limits), keys=put(state.keys, keys),
-                 stop_state=put(state.stop_state, stop_state), done=put(state.done, stopped), steps=state.steps)
+    return _placed(Slots(cache=cache, lengths=put(state.lengths, lengths[sources]), last=put(state.last, first),
+                         tokens=put(state.tokens, tokens), count=put(state.count, zero + 1),
+                         limit=put(state.limit, limits), keys=put(state.keys, keys),
+                         stop_state=put(state.stop_state, stop_state), done=put(state.done, stopped),
+                         steps=state.steps))
 
 
 @functools.partial(jax.jit, static_argnames=("config", "rules"), donate_argnums=(1,))
@@ -299,7 +314,7 @@ def generate(params, state: Slots, want_free: jax.Array, *, config: BloomConfig,
                          tokens=s.tokens.at[rows, at].set(token, mode="drop"), count=count,
                          stop_state=stop_state, done=stopped | (count >= s.limit), steps=s.steps + 1)
 
-    return jax.lax.while_loop(cond, body, state)
+    return _placed(jax.lax.while_loop(cond, body, state))
 
 
 def lower_generate(config: BloomConfig, mesh, rules, *, slots: int, cache_length: int, rules_: TokenRules,
