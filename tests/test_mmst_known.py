@@ -237,6 +237,7 @@ def _run(run_dir, *flags):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_micro_run_with_known_solutions_trains_both_methods_in_round_1(tmp_path):
     """The micro model (40 steps from scratch) solves next to nothing, and with no replay its
     round 1 would train on (next to) nothing; the known solutions give both methods training

@@ -36,6 +36,7 @@ def micro_study(tmp_path_factory):
     return directory, proc
 
 
+@pytest.mark.slow
 def test_study_runs_every_mode_on_every_seed_and_writes_its_summary(micro_study):
     directory, proc = micro_study
     summary = json.loads((directory / "study.json").read_text())
@@ -67,6 +68,7 @@ def test_study_runs_every_mode_on_every_seed_and_writes_its_summary(micro_study)
     assert "train_overlap" in details["rounds"][1]
 
 
+@pytest.mark.slow
 def test_modes_of_a_seed_share_its_base_and_round_one_samples_and_seeds_differ(micro_study):
     directory, _ = micro_study
     for seed in (0, 1):
@@ -84,6 +86,7 @@ def test_modes_of_a_seed_share_its_base_and_round_one_samples_and_seeds_differ(m
     assert questions(0) != questions(1)  # another seed is another world, corpus and model
 
 
+@pytest.mark.slow
 def test_study_resumes_and_its_runs_are_plain_runs(micro_study):
     directory, _ = micro_study
     before = {m: _files(directory / "seed_1" / m) for m in ("mmst", "mmst_capped")}
@@ -185,6 +188,23 @@ def test_bad_study_settings_are_clear_errors():
         study_lib.StudyConfig(modes={"x": {"mode": "mmst", "replay": 3}})
     with pytest.raises(study_lib.StudyError, match="cap_to"):
         study_lib.StudyConfig(modes={"x": {"mode": "mmst", "cap_to": "both"}})
+
+
+@pytest.mark.parametrize("flag", ["--gin.mmst.ModeConfig.mode='self_training'", "--gin.ModeConfig.cap_to='text'",
+                                  "--gin.SEED=3", "--gin.RUN_DIR='/tmp/elsewhere'"])
+def test_a_flag_the_study_sets_for_each_run_is_refused(flag, tmp_path, capsys):
+    import gin
+
+    from mmst_jax import cli
+
+    try:
+        code = cli.main(["study", "--gin_file=study_micro.gin", f"--gin.STUDY_DIR='{tmp_path}'", flag])
+    finally:
+        gin.clear_config()
+    err = capsys.readouterr().err
+    name = flag[len("--gin."):].split("=")[0]
+    assert code == 1 and f"mmst study: error: --gin.{name}: the study sets it for each of its runs" in err, err
+    assert not any(tmp_path.iterdir())
 
 
 def test_study_without_a_seed_macro_is_refused(tmp_path):

@@ -22,6 +22,23 @@ import gin
 from mmst_jax.cli import configurables, run
 
 
+# What `run_bindings` sets for every run: a command-line binding of one of these would be overridden.
+PER_RUN = {"SEED": "mmst.study.seeds", "RUN_DIR": "mmst.study.directory",
+           "ModeConfig.mode": "mmst.study.modes", "ModeConfig.cap_to": "mmst.study.modes"}
+
+
+def refuse_per_run_bindings(bindings: Sequence[str]) -> None:
+    """Raises StudyError for a flag binding what the study sets for each of its runs."""
+    from mmst_jax.mmst.study import StudyError
+
+    for binding in bindings:
+        name = binding.partition("=")[0].strip()
+        for setting, source in PER_RUN.items():
+            if name == setting or name.endswith("." + setting):
+                raise StudyError(f"--gin.{name}: the study sets it for each of its runs (from {source}), so "
+                                 f"the flag would change nothing; remove it, or bind {source} instead")
+
+
 def run_bindings(seed: int, directory: str, settings) -> list[str]:
     """The bindings that make the config one run of the study."""
     return [f"SEED = {seed}", f"RUN_DIR = {directory!r}", f"mmst.ModeConfig.mode = {settings['mode']!r}",
@@ -36,6 +53,7 @@ def main(argv: Sequence[str], gin_files: Sequence[str] = (), bindings: Sequence[
     parser = argparse.ArgumentParser(prog="mmst study", description=__doc__.split("\n")[0])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(list(argv))
+    refuse_per_run_bindings(bindings)
     run.setup_logging()
     study = configurables.Study()
     if configurables.macro("SEED") is None:
