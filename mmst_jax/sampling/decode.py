@@ -244,8 +244,8 @@ def empty_slots(prefix: dict | None, *, config: BloomConfig, slots: int, cache_l
     cache = init_cache(config, slots, cache_length, prefix=prefix)
     zeros = jnp.zeros((slots,), jnp.int32)
     return _placed(Slots(cache=cache, lengths=zeros, last=zeros, tokens=jnp.zeros((slots, max_new_tokens), jnp.int32),
-                 count=zeros, limit=zeros, keys=jnp.zeros((slots, *KEY_SHAPE), jnp.uint32), stop_state=zeros,
-                 done=jnp.ones((slots,), bool), steps=jnp.zeros((), jnp.int32)))
+                         count=zeros, limit=zeros, keys=jnp.zeros((slots, *KEY_SHAPE), jnp.uint32),
+                         stop_state=zeros, done=jnp.ones((slots,), bool), steps=jnp.zeros((), jnp.int32)))
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
