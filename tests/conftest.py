@@ -34,8 +34,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """The modules holding slow tests first, in their own order: the suite is split over two
-    workers by module (pyproject.toml's `-n 2 --dist loadfile`), so the longest start first and
-    the workers finish together."""
+    workers by module (pyproject.toml's `-n 2 --dist loadfile`), so the longest start early
+    instead of last."""
     slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.module.__name__ not in slow)  # stable
 

@@ -3,20 +3,15 @@ own train prompts, every known solution verifies correct with the real verifier,
 whose model solves nothing still has training records of both methods in round 1."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import gin
 import pytest
 
+from micro_run import mmst_run
 from mmst_jax.mmst import modes, problems, report, rounds, rundir
 from mmst_jax.records import METHODS, read_jsonl, write_jsonl
 from mmst_jax.verify import files
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-MICRO = "gin_configs/runs/smoke_micro.gin"
 KNOWN = "mmst_known_{name}_{method}"
 MATH = ("gsm8k", "svamp", "mawps_addsub", "mawps_multiarith", "mawps_singleeq", "mawps_singleop", "asdiv", "aqua")
 # Known solutions per dataset and method at the default budgets: GSM8K's rationale of each of its
@@ -230,11 +225,7 @@ def test_report_counts_known_solutions(tmp_path):
 
 
 def _run(run_dir, *flags):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
-    env.pop("MMST_FAULTS", None)
-    cmd = [sys.executable, "-m", "mmst_jax", "run", "--quiet", f"--gin_file={MICRO}", f"--gin.RUN_DIR='{run_dir}'",
-           "--gin.mmst.ModeConfig.replay=0", *flags]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return mmst_run(run_dir, "--gin.mmst.ModeConfig.replay=0", *flags)
 
 
 @pytest.mark.slow

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-MICRO = "gin_configs/runs/smoke_micro.gin"
+from micro_run import MICRO, ROOT
+
 HOSTS, DEVICES_PER_HOST = 2, 2
 # A 2x1x2 (data, fsdp, tensor) mesh over 2 processes x 2 CPU devices each.
 FLAGS = ["--gin.mmst.run.distributed=True", "--gin.mmst.run.use_mesh_config=True",

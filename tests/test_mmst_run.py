@@ -12,9 +12,7 @@ import sys
 
 import pytest
 
-from micro_run import mmst_run, results
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from micro_run import ROOT, mmst_run, results
 
 
 def test_uninterrupted_run_layout_and_metrics(micro_reference):
