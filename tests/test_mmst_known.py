@@ -9,7 +9,7 @@ import pytest
 
 from micro_run import mmst_run
 from mmst_jax.mmst import modes, problems, report, rounds, rundir
-from mmst_jax.records import METHODS, read_jsonl, write_jsonl
+from mmst_jax.records import METHODS, part_name, read_jsonl, write_jsonl
 from mmst_jax.verify import files
 
 KNOWN = "mmst_known_{name}_{method}"
@@ -217,7 +217,16 @@ def test_report_counts_known_solutions(tmp_path):
         "verified": {"text": {"correct": 3, "total": 9, "lost": 0}, "code": {"correct": 1, "total": 8, "lost": 0}},
         "known": {"text": {"correct": 3, "total": 3}}})
     rundir.mark_done(rd.stage(1, "train"), "x", {"train_examples": {"text": 3, "code": 0}, "known": {"text": 2, "code": 0}})
+    # problem 1: text solved by a known solution only, code by its own sample; problem 2: both by their own
+    sample = lambda pid, m, ok, **kw: {"problem_id": pid, "dataset": "d", "method": m, "sample_index": 0,  # noqa: E731
+                                       "correct": ok, **kw}
+    write_jsonl(rd.stage(1, "verified") / "text" / part_name(0, 1), [
+        sample("1", "text", False), {**sample("1", "text", True, known=True), "sample_index": 1},
+        sample("2", "text", True)])
+    write_jsonl(rd.stage(1, "verified") / "code" / part_name(0, 1), [sample("1", "code", True), sample("2", "code", True)])
     metrics = report.write_report(rd, "mmst")
+    solved = json.loads((rd.report / "details.json").read_text())["rounds"][1]["train_overlap"]["d"]
+    assert (solved["both"], solved["only_code"], solved["only_text"]) == (1, 1, 0)  # a known solution is not the model's
     assert "known" not in metrics["rounds"][0]
     assert metrics["rounds"][1]["known"] == {"text": {"correct": 3, "total": 3, "train": 2},
                                              "code": {"correct": 0, "total": 0, "train": 0}}

@@ -117,18 +117,23 @@ def _metrics(acc: dict) -> dict:
                                     for r in sorted(acc)]}
 
 
-def _details(n_rounds: int) -> dict:
-    return {"mode": "x", "rounds": [{"round": r, "overlap": {}, "cross": {}, "train_overlap": {},
+def _details(n_rounds: int, solved: dict | None = None) -> dict:
+    """solved: {dataset: (text, code)} training problems the base model solved (round 1's samples)."""
+    def overlap(text, code):  # of 20 problems both methods sampled, `min` solved by both
+        both = min(text, code)
+        return {"both": both, "only_text": text - both, "only_code": code - both, "n": 20}
+    train = {d: overlap(*tc) for d, tc in (solved or {}).items()}
+    return {"mode": "x", "rounds": [{"round": r, "overlap": {}, "cross": {}, "train_overlap": train if r == 1 else {},
                                      "train_sources": {"text": {"self": 5 + r, "translation": r, "replay": 1},
                                                        "code": {"self": 3, "translation": 2 * r, "replay": 1}}}
                                     for r in range(n_rounds)]}
 
 
-def _write(directory, seed, mode, acc):
+def _write(directory, seed, mode, acc, solved=None):
     report = pathlib.Path(directory) / f"seed_{seed}" / mode / "report"
     report.mkdir(parents=True)
     (report / "metrics.json").write_text(json.dumps(_metrics(acc)))
-    (report / "details.json").write_text(json.dumps(_details(len(acc))))
+    (report / "details.json").write_text(json.dumps(_details(len(acc), solved)))
 
 
 def test_claims_use_the_weak_method_of_each_dataset_and_seed(tmp_path):
@@ -167,6 +172,24 @@ def test_claims_use_the_weak_method_of_each_dataset_and_seed(tmp_path):
     assert summary["accuracy"]["mmst"]["a"]["text"][1]["sd"] == pytest.approx(1.0)
     assert json.loads((tmp_path / "study.json").read_text()) == json.loads(json.dumps(summary))
     assert "weak_method_gain" in (tmp_path / "study.html").read_text()
+
+
+def test_the_weak_method_is_chosen_on_training_problems_not_on_the_test_set(tmp_path):
+    """Seed 0: the base model solved 4 training problems in text and 12 in code on `a`, yet its
+    round-0 test accuracy has text ahead (52 vs 50): the weak method is text, chosen by "train".
+    On seed 1, `a` has no training samples (test accuracy decides: code 50 < text 52)."""
+    base = {"a": {"text": 52, "code": 50}}
+    last = {"a": {"text": 70, "code": 51}}
+    _write(tmp_path, 0, "mmst", {0: base, 1: last}, solved={"a": (4, 12)})
+    _write(tmp_path, 1, "mmst", {0: base, 1: last})
+    summary = study_lib.write_study(study_lib.StudyConfig(seeds=(0, 1), directory=str(tmp_path),
+                                                          modes={"mmst": {"mode": "mmst"}}))
+    assert summary["weak_method"] == {0: {"a": {"weak": "text", "strong": "code", "by": "train"}},
+                                      1: {"a": {"weak": "code", "strong": "text", "by": "test"}}}
+    claims = {c["name"]: c for c in summary["claims"]}
+    assert claims["weak_method_gain"]["values"] == pytest.approx([18, 1])  # text 52 -> 70; code 50 -> 51
+    assert claims["strong_method_gain"]["values"] == pytest.approx([1, 18])
+    assert "a text (by train)" in (tmp_path / "study.html").read_text()
 
 
 def test_a_claim_with_an_interval_across_zero_does_not_hold(tmp_path):

@@ -5,8 +5,9 @@
                            has `"known": {METHOD: {"correct", "total", "train"}}` (verified known
                            solutions, and the training examples made of them)
     report/details.json    what metrics.json has no room for: overlap of solved problems and its
-                           correlation (test, and `train_overlap` on the round's training samples:
-                           solved when any verified sample is), the cross-method oracle, pooled
+                           correlation (test, and `train_overlap` on the round's own training
+                           samples, known solutions left out: solved when any verified sample
+                           is), the cross-method oracle, pooled
                            vote and per-problem choice (`cross`), verifier losses, training sources, copied answers kept
                            out of training and programs run without every protection, per round
     report/accuracy.png    accuracy per round per method (one panel per dataset)
@@ -85,7 +86,7 @@ def collect(run_dir: rundir.RunDir, mode: str) -> tuple[dict, dict]:
             "round": r,
             "overlap": ev["info"].get("overlap", {}),
             "cross": ev["info"].get("cross", {}),
-            "train_overlap": metrics_lib.overlap(own, any_sample=True),
+            "train_overlap": metrics_lib.overlap([x for x in own if not x.get("known")], any_sample=True),
             "lost": {"verified": {m: v_info[m].get("lost", 0) for m in v_info},
                      "translated": translated["info"].get("lost", {}) if translated else {},
                      "eval": ev["info"].get("lost", 0)},

@@ -15,8 +15,9 @@ seed); training examples per mode, round and source; the correlation of the meth
 problems on the training samples (the paper's Table 4) and on the test set; the cross-method
 oracle, vote and choice; and the claims (README, "The study"), each a per-seed difference in
 accuracy points averaged over the problem datasets, with its mean and 95% interval over seeds
-(Student's t). On each seed and dataset the weak method is the one less accurate at round 0 (text
-on a tie) and the strong method the other; the last round is compared.
+(Student's t). On each seed and dataset the weak method is the one whose base model solved fewer
+of the training problems it sampled (`weak_and_strong`; text on a tie), the strong method the
+other; the last round is compared.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class Claim:
     name: str
     description: str
     needs: tuple[str, ...]  # roles of the modes it compares
-    value: Callable[[Mapping[str, dict], str], float | None]  # (metrics per role, which) -> points
+    value: Callable[[Mapping[str, tuple[dict, dict]]], float | None]  # (metrics, details) per role -> points
     rule: str  # "gain>=10" | "positive" | "not_negative"
 
 
@@ -160,33 +161,47 @@ def _mean_over(datasets: Sequence[str], xs: Callable[[str], float]) -> float | N
     return statistics.fmean(values) if values else None
 
 
-def _weak_strong(base: dict, dataset: str) -> tuple[str, str]:
-    text, code = _accuracy(base, 0, dataset, "text"), _accuracy(base, 0, dataset, "code")
-    return ("text", "code") if text <= code else ("code", "text")
+def weak_and_strong(metrics: dict, details: dict, dataset: str) -> tuple[str, str, str]:
+    """(weak method, strong method, chosen by) of a run's problem dataset, from its base model.
+
+    The weak method is the one that solved fewer of the training problems both methods sampled in
+    round 1 (the base model's samples, any verified sample; known solutions are not counted), text
+    on a tie: chosen by "train". The test set is not looked at: picking the method with the lower
+    round-0 test accuracy would pick, among close methods, the one whose test score came out low by
+    chance, and its gain would be overstated (regression to the mean). A dataset no round sampled
+    for training falls back to round-0 test accuracy: chosen by "test".
+    """
+    solved = details["rounds"][1].get("train_overlap", {}).get(dataset) if len(details["rounds"]) > 1 else None
+    if solved and solved["n"]:
+        text, code, by = solved["both"] + solved["only_text"], solved["both"] + solved["only_code"], "train"
+    else:
+        text, code, by = _accuracy(metrics, 0, dataset, "text"), _accuracy(metrics, 0, dataset, "code"), "test"
+    return ("text", "code", by) if text <= code else ("code", "text", by)
 
 
-def _gain(which: int, role: str) -> Callable[[Mapping[str, dict]], float | None]:
+def _gain(which: int, role: str) -> Callable[[Mapping[str, tuple[dict, dict]]], float | None]:
     """Mean over datasets of (role's last round - round 0) for the weak (0) or strong (1) method."""
-    def value(runs_: Mapping[str, dict]) -> float | None:
-        m = runs_[role]
+    def value(runs_: Mapping[str, tuple[dict, dict]]) -> float | None:
+        m, d_ = runs_[role]
         last = len(m["rounds"]) - 1
-        return _mean_over(_problem_datasets(m), lambda d: _accuracy(m, last, d, _weak_strong(m, d)[which])
-                          - _accuracy(m, 0, d, _weak_strong(m, d)[which]))
+        return _mean_over(_problem_datasets(m), lambda d: _accuracy(m, last, d, weak_and_strong(m, d_, d)[which])
+                          - _accuracy(m, 0, d, weak_and_strong(m, d_, d)[which]))
     return value
 
 
-def _versus(which: int, role: str, other: str) -> Callable[[Mapping[str, dict]], float | None]:
-    """Mean over datasets of (role - other) at the last round common to both, weak or strong method."""
-    def value(runs_: Mapping[str, dict]) -> float | None:
-        a, b = runs_[role], runs_[other]
+def _versus(which: int, role: str, other: str) -> Callable[[Mapping[str, tuple[dict, dict]]], float | None]:
+    """Mean over datasets of (role - other) at the last round common to both, weak or strong method
+    (of their shared base model)."""
+    def value(runs_: Mapping[str, tuple[dict, dict]]) -> float | None:
+        (a, a_details), (b, _) = runs_[role], runs_[other]
         last = min(len(a["rounds"]), len(b["rounds"])) - 1
-        return _mean_over(_problem_datasets(a), lambda d: _accuracy(a, last, d, _weak_strong(a, d)[which])
-                          - _accuracy(b, last, d, _weak_strong(a, d)[which]))
+        return _mean_over(_problem_datasets(a), lambda d: _accuracy(a, last, d, weak_and_strong(a, a_details, d)[which])
+                          - _accuracy(b, last, d, weak_and_strong(a, a_details, d)[which]))
     return value
 
 
-def _related(runs_: Mapping[str, dict]) -> float | None:
-    m = runs_["mmst"]
+def _related(runs_: Mapping[str, tuple[dict, dict]]) -> float | None:
+    m, _ = runs_["mmst"]
     last = len(m["rounds"]) - 1
     return _mean_over(_related_datasets(m), lambda d: _accuracy(m, last, d, "text") - _accuracy(m, 0, d, "text"))
 
@@ -233,7 +248,7 @@ def claims(reports: Mapping[str, Mapping[int, tuple[dict, dict]]], roles: Mappin
                         "why_not": f"the study has no mode for {[r for r in claim.needs if r not in by_role]}"})
             continue
         used = [s for s in seeds if all(s in by_role[r] for r in claim.needs)]
-        values = [claim.value({r: by_role[r][s][0] for r in claim.needs}) for s in used]
+        values = [claim.value({r: by_role[r][s] for r in claim.needs}) for s in used]
         kept = [(s, v) for s, v in zip(used, values) if v is not None]
         summary = interval([v for _, v in kept])
         out.append({"name": claim.name, "holds": _holds(claim.rule, summary), "mean": summary["mean"],
@@ -294,9 +309,15 @@ def summarize(study: StudyConfig) -> dict:
         cross[mode] = {ds: {k: _per_round(per_seed, _detail_value("cross", ds, k, 100.0))
                             for k in ("oracle", "vote", "choice")} for ds in datasets}
     done = {mode: sorted(per) for mode, per in reports.items()}
+    weak = {}  # per seed, from its first mode with a report (the modes of a seed share the base model)
+    for seed in study.seeds:
+        m, d = next((per[seed] for per in reports.values() if seed in per), (None, None))
+        if m is not None:
+            weak[seed] = {ds: dict(zip(("weak", "strong", "by"), weak_and_strong(m, d, ds)))
+                          for ds in _problem_datasets(m)}
     return {"seeds": list(study.seeds), "modes": list(study.modes), "mode_settings": {k: dict(v) for k, v in
                                                                                       study.modes.items()},
-            "runs": done, "datasets": datasets, "claims": claims(reports, roles, study.seeds),
+            "runs": done, "datasets": datasets, "weak_method": weak, "claims": claims(reports, roles, study.seeds),
             "accuracy": accuracy, "train_examples": sizes, "correlation": correlation, "cross_method": cross}
 
 
@@ -339,7 +360,10 @@ def render_html(summary: dict) -> str:
              f"<p>seeds {e(str(summary['seeds']))}; modes {e(', '.join(summary['modes']))}; runs with a report: "
              + e(", ".join(f"{m} {v}" for m, v in summary["runs"].items())) + "</p>",
              "<h2>Claims</h2><p>accuracy points, mean over seeds and 95% interval (Student's t); the weak "
-             "method of a dataset is the one less accurate at round 0 on that seed</p><table><tr><th>claim</th>"
+             "method of a dataset is the one whose base model solved fewer of its training problems on that seed: "
+             + e("; ".join(f"seed {seed}: " + ", ".join(f"{ds} {w['weak']} (by {w['by']})" for ds, w in per.items())
+                           for seed, per in summary["weak_method"].items()))
+             + "</p><table><tr><th>claim</th>"
              "<th>what</th><th>mean</th><th>95% interval</th><th>per seed</th><th>holds when</th><th>holds</th></tr>"]
     for c in summary["claims"]:
         verdict = {True: "yes", False: "no", None: "–"}[c["holds"]]
