@@ -9,7 +9,7 @@ import torch
 from bloom_reference import random_hf_bloom
 from mmst_jax.sampling import decode
 from mmst_jax.models.bloom import BloomConfig, BloomForCausalLM, init_params
-from mmst_jax.models.bloom_cache import cached_forward, decoding_params, init_cache, store
+from mmst_jax.models.bloom_cache import cached_forward, decoding_params, init_cache
 from mmst_jax.sampling.sampler import Request, Sampler
 from mmst_jax.models.hf import load_bloom
 from mmst_jax.vocab import HFTokenizerVocabulary
@@ -69,13 +69,13 @@ def test_prefill_and_a_decode_step_give_the_logits_of_the_whole_sequence(model6)
         ids[row, :len(tokens)] = tokens
     lengths = jnp.asarray([4, 2], jnp.int32)
     prefix_cache = decode.prefill_prefix(split, prefix, config=config)
-    # The prefix is held once: no batch axis; keys [heads, head_dim, P] per layer, values [heads, P, head_dim].
-    assert prefix_cache["prefix_key"][0].shape == (config.n_head, config.head_dim, 9)
-    assert prefix_cache["prefix_value"][0].shape == (config.n_head, 9, config.head_dim)
+    # The prefix is held once: no batch axis, [heads, P, head_dim] per layer.
+    assert prefix_cache["prefix_key"][0].shape == (config.n_head, 9, config.head_dim)
     kv, logits = decode.prefill(split, prefix_cache, ids, lengths, config=config)
     nxt = jnp.asarray([[17], [250]], jnp.int32)
     cache = init_cache(config, 2, 8, prefix=decode.prefill_prefix(split, prefix, config=config))
-    cache = store(cache, kv, jnp.arange(2), jnp.arange(2))
+    cache = {**cache, **{name: tuple(c.at[:, :, :6].set(x) for c, x in zip(cache[name], kv[name]))
+                         for name in ("key", "value")}}
     step_logits, _ = cached_forward(config, split, cache, nxt, lengths)
     for row, tokens in enumerate(own):
         whole = jnp.concatenate([prefix[0], jnp.asarray(tokens + [int(nxt[row, 0])])])[None]

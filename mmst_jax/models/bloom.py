@@ -42,10 +42,6 @@ REMAT_POLICIES = {
     "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
     "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
 }
-# Logical axes of the keys and values a decode step caches (per layer; a shared prefix's drop "batch").
-KEY_AXES = ("batch", "heads", "kv", "length")
-VALUE_AXES = ("batch", "heads", "length", "kv")
-
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -291,18 +287,14 @@ class BloomAttention(nn.Module):
     """Multi-head attention with ALiBi and BLOOM's fused query_key_value ([heads, 3, head_dim]).
 
     Keys come in up to two parts, scored together under one softmax:
-      prefix  keys [heads, head_dim, P], values [heads, P, head_dim]: a shared prefix, held once
-              for the whole batch
-      own     keys [batch, heads, head_dim, C], values [batch, heads, C, head_dim]: the row's
-              cache (kv_cache `cached_key`/`cached_value`), this call's keys/values first written
-              into it at columns `write_at`[b] + t; or, without a cache, this call's (C = T)
-    Keys are stored transposed (`KEY_AXES`), values not (`VALUE_AXES`). With one query per row (a
-    decode step) both products are then a multiply and a sum over a major axis whose minor axis
-    (the columns for the scores, head_dim for the output) is contiguous: one pass over the cache
-    (as batched [1, head_dim] x [head_dim, C] products they took 1.3x as long on CPU). Writing
+      prefix  [heads, P, head_dim]         a shared prefix, held once for the whole batch
+      own     [batch, heads, C, head_dim]  the row's cache (kv_cache `cached_key`/`cached_value`),
+                                           this call's keys first written into it at columns
+                                           `write_at`[b] + t; or, without a cache, this call's keys
+    Cached keys are stored heads-major, so a decode step reads them without a transpose. Writing
     before reading lets a loop update the cache in place (reading the old cache and writing a new
-    one would copy it). Returns the output [batch, T, embed] and the row's keys/values (the
-    updated cache, or this call's).
+    one would copy it). Returns the output [batch, T, embed] and the row's keys/values (the updated
+    cache, or this call's [batch, heads, T, head_dim]).
     """
 
     config: BloomConfig
@@ -318,42 +310,32 @@ class BloomAttention(nn.Module):
         k = nn.with_logical_constraint(k, names)
         v = nn.with_logical_constraint(v, names)
 
-        # (scores [batch|1, heads, q, keys] fp32, values, probs @ values) per key part
+        # (scores [batch|1, heads, q, keys] fp32, values, einsum for probs @ values) per key part
         parts = []
         if "prefix_key" in kv_cache:
-            pk = nn.with_logical_constraint(kv_cache["prefix_key"], KEY_AXES[1:])
-            pv = nn.with_logical_constraint(kv_cache["prefix_value"], VALUE_AXES[1:])
-            s = jnp.einsum("bqhd,hdk->bhqk", q, pk.astype(q.dtype), preferred_element_type=jnp.float32)
-            parts.append((s / math.sqrt(cfg.head_dim) + context["prefix_bias"], pv,
-                          lambda p, v: jnp.einsum("bhqk,hkd->bqhd", p, v.astype(p.dtype))))
-        kt, vt = jnp.transpose(k, (0, 2, 3, 1)), jnp.swapaxes(v, 1, 2)  # [b, h, head_dim, T], [b, h, T, head_dim]
+            pk = nn.with_logical_constraint(kv_cache["prefix_key"], ("heads", "length", "kv"))
+            pv = nn.with_logical_constraint(kv_cache["prefix_value"], ("heads", "length", "kv"))
+            s = jnp.einsum("bqhd,hkd->bhqk", q, pk.astype(q.dtype), preferred_element_type=jnp.float32)
+            parts.append((s / math.sqrt(cfg.head_dim) + context["prefix_bias"], pv, "bhqk,hkd->bqhd"))
+        kt, vt = (jnp.swapaxes(x, 1, 2) for x in (k, v))  # [batch, heads, T, head_dim]
         if "cached_key" in kv_cache:
-            own_bias, start = context["cache_bias"], kv_cache["write_at"]
-            kt = _write_columns(kv_cache["cached_key"], kt.astype(kv_cache["cached_key"].dtype), start, axis=3)
-            vt = _write_columns(kv_cache["cached_value"], vt.astype(kv_cache["cached_value"].dtype), start, axis=2)
+            own_bias = context["cache_bias"]
+            kt, vt = (_write_rows(kv_cache[name], x.astype(kv_cache[name].dtype), kv_cache["write_at"])
+                      for name, x in (("cached_key", kt), ("cached_value", vt)))
         else:
             own_bias = bias
-        kt, vt = nn.with_logical_constraint(kt, KEY_AXES), nn.with_logical_constraint(vt, VALUE_AXES)
-        if q.shape[1] == 1:  # one query per row: s[b, h, 0, k] = sum_d q[b, 0, h, d] K[b, h, d, k]
-            s = jnp.sum(q[:, 0, :, :, None].astype(jnp.float32) * kt.astype(jnp.float32), axis=2)[:, :, None]
-
-            def own(p, v):  # out[b, 0, h, d] = sum_k p[b, h, 0, k] V[b, h, k, d]
-                out = jnp.sum(p[:, :, 0, :, None].astype(jnp.float32) * v.astype(jnp.float32), axis=2)
-                return out[:, None].astype(p.dtype)
-        else:
-            s = jnp.einsum("bqhd,bhdk->bhqk", q, kt.astype(q.dtype), preferred_element_type=jnp.float32)
-
-            def own(p, v):
-                return jnp.einsum("bhqk,bhkd->bqhd", p, v.astype(p.dtype))
-        parts.append((s / math.sqrt(cfg.head_dim) + own_bias, vt, own))
+        cache_names = ("batch", "heads", "length", "kv")
+        kt, vt = (nn.with_logical_constraint(x, cache_names) for x in (kt, vt))
+        s = jnp.einsum("bqhd,bhkd->bhqk", q, kt.astype(q.dtype), preferred_element_type=jnp.float32)
+        parts.append((s / math.sqrt(cfg.head_dim) + own_bias, vt, "bhqk,bhkd->bqhd"))
 
         scores = jnp.concatenate([p[0] for p in parts], axis=-1) if len(parts) > 1 else parts[0][0]
         probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)  # [batch, heads, q, keys]
         probs = nn.with_logical_constraint(probs, ("batch", "heads", "length", None))
         out, offset = None, 0
-        for s, values, product in parts:
+        for s, values, spec in parts:
             width = s.shape[-1]
-            piece = product(probs[..., offset:offset + width], values)
+            piece = jnp.einsum(spec, probs[..., offset:offset + width], values.astype(probs.dtype))
             out = piece if out is None else out + piece  # [batch, q, heads, head_dim]
             offset += width
         out = nn.with_logical_constraint(out, names)
@@ -453,7 +435,7 @@ def init_params(config: BloomConfig, rng: Array, batch: int = 1, length: int = 8
     return nn.unbox(variables["params"])
 
 
-def _write_columns(cache: Array, new: Array, start: Array, axis: int) -> Array:
-    """cache [batch, ...] with new [batch, ...] written from column start[b] along `axis` in row b
-    (3 for keys, 2 for values), in place inside a loop."""
-    return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice_in_dim(c, x, s, axis=axis - 1))(cache, new, start)
+def _write_rows(cache: Array, new: Array, start: Array) -> Array:
+    """cache [batch, heads, C, head_dim] with new [batch, heads, T, head_dim] written at columns
+    start[b] .. start[b] + T of row b (in place inside a loop)."""
+    return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice_in_dim(c, x, s, axis=1))(cache, new, start)

@@ -3,13 +3,12 @@ and a per-layer KV cache.
 
     decoding_params(params)          the layout a decode step reads: one weight tree per layer,
                                      the tied embedding transposed for the LM head
-    init_cache(config, B, C)         per layer keys [B, heads, head_dim, C] (transposed) and values
-                                     [B, heads, C, head_dim], zeros, optionally behind a shared
-                                     prefix (held once for the batch) every row attends to first
+    init_cache(config, B, C)         key/value [B, heads, C, head_dim] per layer, zeros, optionally
+                                     behind a shared prefix (keys/values [heads, P, head_dim], held
+                                     once for the batch) every row attends to first
     cached_forward(config, params, cache, ids [B, T], lengths [B])
                                      row b's next T tokens after the lengths[b] it has cached ->
                                      (logits [B, vocab], the cache with their keys/values)
-    store(cache, kv, rows, sources)  prefilled keys/values written into rows of a cache
 
 Positions, masks and ALiBi are those of the whole sequence in `BloomForCausalLM` (tested against
 it and against `transformers`).
@@ -23,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmst_jax.models.bloom import KEY_AXES, VALUE_AXES, Array, BloomBlock, BloomConfig, alibi_slopes, layer_norm
+from mmst_jax.models.bloom import Array, BloomBlock, BloomConfig, alibi_slopes, layer_norm
 
 
 def decoding_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,23 +40,23 @@ def decoding_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Logical axes of a cache entry (one array per layer): keys are held transposed (see BloomAttention).
-CACHE_AXES = {"key": KEY_AXES, "value": VALUE_AXES, "prefix_key": KEY_AXES[1:], "prefix_value": VALUE_AXES[1:]}
+# Logical axes of a cache entry (one array per layer).
+CACHE_AXES = {"key": ("batch", "heads", "length", "kv"), "value": ("batch", "heads", "length", "kv"),
+              "prefix_key": ("heads", "length", "kv"), "prefix_value": ("heads", "length", "kv")}
 
 
 def init_cache(config: BloomConfig, batch: int, cache_length: int, dtype=None, *,
                prefix: Mapping[str, Any] | None = None) -> dict[str, tuple[Array, ...]]:
-    """A zero KV cache, per layer: keys [batch, heads, head_dim, cache_length] and values [batch,
-    heads, cache_length, head_dim] (the layout a decode step reads in one pass, `CACHE_AXES`).
+    """A zero KV cache: key/value, one [batch, heads, cache_length, head_dim] array per layer
+    (heads-major: a decode step reads it without a transpose).
 
-    prefix: a shared prefix's prefix_key/value (per layer the same without the batch axis, `prefix_entries`),
+    prefix: a shared prefix's prefix_key/value ([heads, P, head_dim] per layer, `prefix_entries`),
     kept once: every row attends to them before its own cache; they are neither recomputed nor
     copied per row.
     """
     dtype = dtype or config.cache_dtype
-    sizes = {"batch": batch, "heads": config.n_head, "length": cache_length, "kv": config.head_dim}
-    cache = {name: tuple(jnp.zeros([sizes[a] for a in CACHE_AXES[name]], dtype) for _ in range(config.n_layer))
-             for name in ("key", "value")}
+    shape = (batch, config.n_head, cache_length, config.head_dim)
+    cache = {name: tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)) for name in ("key", "value")}
     if prefix is not None:
         cache.update({name: tuple(x.astype(dtype) for x in arrays) for name, arrays in prefix.items()})
     return cache
@@ -69,19 +68,6 @@ def prefix_entries(prefix: Mapping[str, Any], dtype=None) -> dict[str, tuple[Arr
         raise ValueError(f"a shared prefix comes from a batch-1 cache, got batch {prefix['key'][0].shape[0]}")
     return {f"prefix_{name}": tuple(x[0].astype(dtype or x.dtype) for x in prefix[name])
             for name in ("key", "value")}
-
-
-def store(cache: Mapping[str, Any], kv: Mapping[str, Any], rows: Array, sources: Array) -> dict:
-    """The cache with prefilled keys/values written into its first columns: kv (from an empty
-    `cached_forward`, [B, heads, ...] per layer) row sources[f] into the cache's row rows[f] (rows
-    out of range: nothing written)."""
-    width = kv["value"][0].shape[2]
-    out = dict(cache)
-    for name in ("key", "value"):
-        columns = (slice(None),) * CACHE_AXES[name].index("length") + (slice(0, width),)
-        out[name] = tuple(c.at[(rows,) + columns[1:]].set(x[sources].astype(c.dtype), mode="drop")
-                          for c, x in zip(cache[name], kv[name]))
-    return out
 
 
 def cache_logical_axes(cache: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,7 +87,7 @@ def cached_forward(config: BloomConfig, params: Mapping[str, Any], cache: Mappin
     call, with ALiBi positions P + lengths[b] + t, exactly as the whole sequence would in
     `BloomForCausalLM`. Tokens after a row's real ones (right padding) change nothing before them.
     params: `decoding_params(...)`. empty: nothing is cached yet (a prefill): the cache is not
-    read, and the returned cache holds just this call's keys/values (T columns, in the cache's layout).
+    read, and the returned cache holds just this call's keys/values ([batch, heads, T, head_dim]).
     Otherwise they are written at columns lengths[b] + t (the caller keeps them inside the cache).
     Returns (logits [batch, vocab] fp32 at this call's position logits_at [batch] (default the
     last), the cache).
@@ -117,7 +103,7 @@ def cached_forward(config: BloomConfig, params: Mapping[str, Any], cache: Mappin
     slopes = jnp.asarray(alibi_slopes(cfg.n_head))[None, :, None, None]  # [1, heads, 1, 1]
     big_neg = jnp.finfo(jnp.float32).min
     has_prefix = "prefix_key" in cache
-    prefix_length = cache["prefix_value"][0].shape[1] if has_prefix else 0
+    prefix_length = cache["prefix_key"][0].shape[1] if has_prefix else 0
     t = jnp.arange(length)
     own = (prefix_length + lengths[:, None] + t[None, :]).astype(jnp.float32)  # [batch, T] positions
     causal = t[None, :] <= t[:, None]  # [q, k]
@@ -126,7 +112,7 @@ def cached_forward(config: BloomConfig, params: Mapping[str, Any], cache: Mappin
     if has_prefix:
         context["prefix_bias"] = slopes * jnp.arange(prefix_length, dtype=jnp.float32)  # [1, heads, 1, P]
     if not empty:  # query t of row b sees its cache columns up to its own, lengths[b] + t
-        column = jnp.arange(cache["value"][0].shape[2])
+        column = jnp.arange(cache["key"][0].shape[2])
         seen = column[None, None, :] <= lengths[:, None, None] + t[None, :, None]  # [batch, T, C]
         context["cache_bias"] = jnp.where(seen[:, None], slopes * (prefix_length + column).astype(jnp.float32),
                                           big_neg)  # [batch, heads, T, C]

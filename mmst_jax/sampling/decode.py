@@ -40,7 +40,7 @@ import numpy as np
 
 from mmst_jax.models.bloom import BloomConfig
 from mmst_jax.models.bloom_cache import (cache_logical_axes, cached_forward, decoding_params, init_cache,
-                                         prefix_entries, store)
+                                         prefix_entries)
 from mmst_jax.sampling.stop_strings import StopStrings, token_bytes  # noqa: F401 (part of the sampler's API)
 
 
@@ -196,7 +196,7 @@ class TokenRules:
 class Slots(struct.PyTreeNode):
     """The decode loop's state: `slots` rows decoding at once, each slot one row or free."""
 
-    cache: dict  # per layer keys/values of C columns, `init_cache`'s (+ the shared prefix, held once)
+    cache: dict  # per layer [slots, heads, C, head_dim] (+ the shared prefix, held once)
     lengths: jax.Array  # [slots] int32: tokens in the slot's cache (its prompt, then its new tokens)
     last: jax.Array  # [slots] int32: the last chosen token, cached at the next step
     tokens: jax.Array  # [slots, max_new_tokens] int32: the row's new tokens, pad_id after them
@@ -259,8 +259,8 @@ def prefill_prefix(params, prefix_ids: jax.Array, *, config: BloomConfig) -> dic
 def prefill(params, prefix: dict | None, ids: jax.Array, lengths: jax.Array, *, config: BloomConfig
             ) -> tuple[dict, jax.Array]:
     """Problems' prompts after the shared prefix: ids [B, L] right-padded, lengths [B] real tokens.
-    Returns (their keys/values, per layer [B, ...] in the cache's layout with L columns; logits
-    [B, vocab] after each one's last real token)."""
+    Returns (their keys/values, per layer [B, heads, L, head_dim]; logits [B, vocab] after each
+    one's last real token)."""
     logits, cache = cached_forward(config, params, prefix or {}, ids, jnp.zeros_like(lengths), empty=True,
                                    logits_at=lengths - 1)
     return {name: cache[name] for name in ("key", "value")}, logits
@@ -277,7 +277,11 @@ def insert(state: Slots, kv: dict, logits: jax.Array, lengths: jax.Array, slots:
     first, stop_state, stopped = _choose(logits[sources], keys, zero, zero, jnp.zeros(slots.shape, bool),
                                          rules, stop_table)
     stopped = stopped | (limits <= 1)
-    cache = store(state.cache, kv, slots, sources)
+    width = kv["key"][0].shape[2]
+    cache = dict(state.cache)
+    for name in ("key", "value"):
+        cache[name] = tuple(c.at[slots, :, :width].set(x[sources].astype(c.dtype), mode="drop")
+                            for c, x in zip(state.cache[name], kv[name]))
     tokens = jnp.full((slots.shape[0], state.tokens.shape[1]), rules.pad_id, jnp.int32).at[:, 0].set(first)
 
     def put(x, value):
