@@ -51,6 +51,17 @@ def test_study_runs_every_mode_on_every_seed_and_writes_its_summary(micro_study)
         assert c["ci95"] is None or c["ci95"][0] <= c["mean"] <= c["ci95"][1]
     for line in ("weak_method_gain:", "related_task_gain:"):
         assert line in proc.stdout
+    # the weak method of each problem dataset: the method that solved fewer of the base model's training problems
+    for seed in (0, 1):
+        details = json.loads((directory / f"seed_{seed}" / "mmst" / "report" / "details.json").read_text())
+        solved = details["rounds"][1]["train_overlap"]
+        weak = summary["weak_method"][str(seed)]
+        assert set(weak) == {d for d, per in summary["accuracy"]["mmst"].items() if d != "all" and len(per) == 2}
+        for dataset, w in weak.items():
+            o = solved[dataset]
+            text, code = o["both"] + o["only_text"], o["both"] + o["only_code"]
+            assert w == {"weak": "text" if text <= code else "code", "strong": "code" if text <= code else "text",
+                         "by": "train"}, (seed, dataset, o)
     # accuracy per mode, dataset, method and round, over both seeds, read back from the runs' reports
     for mode in modes:
         for seed in (0, 1):
