@@ -179,13 +179,17 @@ def weak_and_strong(metrics: dict, details: dict, dataset: str) -> tuple[str, st
     return ("text", "code", by) if text <= code else ("code", "text", by)
 
 
+def _methods(metrics: dict, details: dict, which: int) -> dict[str, str]:
+    """{problem dataset: its weak (which=0) or strong (1) method}."""
+    return {d: weak_and_strong(metrics, details, d)[which] for d in _problem_datasets(metrics)}
+
+
 def _gain(which: int, role: str) -> Callable[[Mapping[str, tuple[dict, dict]]], float | None]:
     """Mean over datasets of (role's last round - round 0) for the weak (0) or strong (1) method."""
     def value(runs_: Mapping[str, tuple[dict, dict]]) -> float | None:
-        m, d_ = runs_[role]
-        last = len(m["rounds"]) - 1
-        return _mean_over(_problem_datasets(m), lambda d: _accuracy(m, last, d, weak_and_strong(m, d_, d)[which])
-                          - _accuracy(m, 0, d, weak_and_strong(m, d_, d)[which]))
+        m, details = runs_[role]
+        last, method = len(m["rounds"]) - 1, _methods(m, details, which)
+        return _mean_over(list(method), lambda d: _accuracy(m, last, d, method[d]) - _accuracy(m, 0, d, method[d]))
     return value
 
 
@@ -194,9 +198,8 @@ def _versus(which: int, role: str, other: str) -> Callable[[Mapping[str, tuple[d
     (of their shared base model)."""
     def value(runs_: Mapping[str, tuple[dict, dict]]) -> float | None:
         (a, a_details), (b, _) = runs_[role], runs_[other]
-        last = min(len(a["rounds"]), len(b["rounds"])) - 1
-        return _mean_over(_problem_datasets(a), lambda d: _accuracy(a, last, d, weak_and_strong(a, a_details, d)[which])
-                          - _accuracy(b, last, d, weak_and_strong(a, a_details, d)[which]))
+        last, method = min(len(a["rounds"]), len(b["rounds"])) - 1, _methods(a, a_details, which)
+        return _mean_over(list(method), lambda d: _accuracy(a, last, d, method[d]) - _accuracy(b, last, d, method[d]))
     return value
 
 
